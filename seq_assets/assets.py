@@ -1,0 +1,217 @@
+"""Dagster assets, generated from the compiled definitions: a thin shell around the engine.
+
+For each source: ``raw/<source>`` and ``dead_letter/<source>``; for each lookup enrichment:
+``enrichments/<name>``; for each event type: ``events/<event_type>``; for each feature:
+``sequences/<feature>_v<version>``. Every asset is daily-partitioned; a backfill of any range runs
+as one run that walks its days oldest first, so each day sees the corrected days before it.
+"""
+
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+
+from seq_assets.compiled import Compiled
+from seq_assets.engine import LakeContext
+from seq_assets.metadata import preview_md, table_metadata
+from seq_assets.partitions import DAILY, partition_days
+from seq_assets.resources import LakeResource
+
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+def key(kind: str, name: str) -> dg.AssetKey:
+    return dg.AssetKey([kind, name])
+
+
+def _day_label(days: list[date]) -> str:
+    return days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
+def raw_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
+    src = compiled.sources[source]
+
+    @dg.multi_asset(
+        name=f"raw__{source}",
+        specs=[
+            dg.AssetSpec(key("raw", source), group_name="raw", kinds={"delta", "polars"},
+                         description=f"Every delivery of source {source!r}, decoded and typed, by event day. "
+                                     f"Batch rows come from the landing files, stream rows from topic {src['topic']!r}."),
+            dg.AssetSpec(key("dead_letter", source), group_name="raw", kinds={"delta"},
+                         description=f"Records of {source!r} that could not be decoded, with the reason."),
+        ],
+        partitions_def=DAILY,
+        backfill_policy=SINGLE_RUN,
+        can_subset=False,
+    )
+    def _raw(context: dg.AssetExecutionContext, lake: LakeResource):
+        engine = lake.engine()
+        totals = {"rows": 0, "dead_letters": 0, "duplicates_dropped": 0, "files": 0}
+        for day in partition_days(context):
+            out = engine.write_raw_batch_day(source, day)
+            for k in totals:
+                totals[k] += out[k]
+            context.log.info(f"{source} {day}: {out['rows']} rows, {out['dead_letters']} dead letters from {out['files']} files")
+        days = partition_days(context)
+        sample = engine.lake.read("raw", source, days=[days[-1]])
+        yield dg.MaterializeResult(
+            asset_key=key("raw", source),
+            metadata=table_metadata(
+                engine.lake.stats("raw", source),
+                rows=dg.MetadataValue.int(totals["rows"]),
+                duplicates_dropped=dg.MetadataValue.int(totals["duplicates_dropped"]),
+                landing_files=dg.MetadataValue.int(totals["files"]),
+                days=_day_label(days),
+                preview=preview_md(sample if sample is not None else pl.DataFrame()),
+            ),
+        )
+        yield dg.MaterializeResult(
+            asset_key=key("dead_letter", source),
+            metadata=table_metadata(engine.lake.stats("dead_letter", source),
+                                    rows=dg.MetadataValue.int(totals["dead_letters"])),
+        )
+
+    return _raw
+
+
+def enrichment_asset(compiled: Compiled, name: str) -> dg.AssetsDefinition:
+    e = compiled.enrichments[name]
+
+    @dg.asset(
+        key=key("enrichments", name),
+        group_name="enrichments",
+        partitions_def=DAILY,
+        backfill_policy=SINGLE_RUN,
+        kinds={"delta"},
+        description=f"Daily snapshot of {name} ({e['stage']} time): {e.get('description', '')}",
+    )
+    def _enrichment(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        engine = lake.engine()
+        rows, carried = 0, []
+        for day in partition_days(context):
+            out = engine.write_enrichment_day(name, day)
+            rows += out["rows"]
+            if out["snapshot_day"] != day:
+                carried.append(f"{day}<-{out['snapshot_day']}")
+        return dg.MaterializeResult(metadata=table_metadata(
+            engine.lake.stats("enrichments", name),
+            rows=dg.MetadataValue.int(rows),
+            carried_forward=", ".join(carried) or "none",
+        ))
+
+    return _enrichment
+
+
+def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
+    event_types = compiled.event_types_of(source)
+    specs = []
+    for et in event_types:
+        lookups = [e for e in et["enrichments"] if compiled.enrichments[e]["kind"] == "lookup"]
+        specs.append(dg.AssetSpec(
+            key("events", et["name"]),
+            group_name="events",
+            kinds={"delta", "polars"},
+            deps=[key("raw", source), *(key("enrichments", e) for e in lookups)],
+            description=f"{et['name']}: {et.get('description', '')} Enriched with {', '.join(et['enrichments']) or 'nothing'}.",
+            metadata={"definition_hash": et["hash"], "late_arrival_days": et["late_arrival_days"]},
+        ))
+
+    @dg.multi_asset(
+        name=f"events__{source}",
+        specs=specs,
+        partitions_def=DAILY,
+        backfill_policy=SINGLE_RUN,
+        can_subset=True,
+    )
+    def _events(context: dg.AssetExecutionContext, lake: LakeResource):
+        engine = lake.engine()
+        selected = [k.path[1] for k in context.selected_asset_keys]
+        rows = {et: 0 for et in selected}
+        days = partition_days(context)
+        ctx = LakeContext(engine.lake)
+        last: dict[str, pl.DataFrame] = {}
+        for day in days:
+            for et, df in engine.index_batch_day(source, day, selected, ctx).items():
+                rows[et] += df.height
+                last[et] = df
+        for et in selected:
+            df = last.get(et, pl.DataFrame())
+            coverage = {
+                f"coverage_{c}": dg.MetadataValue.float(float(df.get_column(c).is_not_null().mean() or 0.0))
+                for c in compiled.event_schema(et) if c in _enrichment_columns(compiled, et) and df.height
+            }
+            yield dg.MaterializeResult(
+                asset_key=key("events", et),
+                metadata=table_metadata(
+                    engine.lake.stats("events", et),
+                    rows=dg.MetadataValue.int(rows[et]),
+                    users=dg.MetadataValue.int(df.get_column("user_id").n_unique() if df.height else 0),
+                    days=_day_label(days),
+                    **coverage,
+                    preview=preview_md(df.drop("item_embedding", strict=False)),
+                ),
+            )
+
+    return _events
+
+
+def _enrichment_columns(compiled: Compiled, event_type: str) -> set[str]:
+    out: set[str] = set()
+    for name in compiled.event_types[event_type]["enrichments"]:
+        e = compiled.enrichments[name]
+        out.update(e["columns"] if e["kind"] == "lookup" else [e["column"] or e["name"]] if e["kind"] == "counter" else e["fields"])
+    return out
+
+
+def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
+    f = compiled.features[table]
+
+    @dg.asset(
+        key=key("sequences", table),
+        group_name="sequences",
+        partitions_def=DAILY,
+        backfill_policy=SINGLE_RUN,
+        kinds={"delta", "polars"},
+        deps=[key("events", et) for et in f["event_types"]],
+        owners=[],
+        tags={"lifecycle": f["lifecycle"]},
+        description=(f"{f['name']} v{f['version']} ({f['lifecycle']}, owner {f['owner']}): last {f['max_length']} "
+                     f"events of {', '.join(f['event_types'])} within {f['window_days']} days, as of the end of each day."),
+        metadata={"output_hash": f["output_hash"], "max_length": f["max_length"], "window_days": f["window_days"]},
+    )
+    def _sequences(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        engine = lake.engine()
+        seqs = pl.DataFrame()
+        for day in partition_days(context):
+            seqs = engine.build_sequences_day(table, day)
+            engine.write_sequences_day(table, day, seqs)
+            context.log.info(f"{table} {day}: {seqs.height} users")
+        lengths = seqs.get_column("event_id").list.len() if seqs.height else pl.Series([0])
+        return dg.MaterializeResult(metadata=table_metadata(
+            engine.lake.stats("sequences", table),
+            users=dg.MetadataValue.int(seqs.height),
+            events=dg.MetadataValue.int(int(lengths.sum())),
+            mean_length=dg.MetadataValue.float(float(lengths.mean() or 0.0)),
+            max_length=dg.MetadataValue.int(int(lengths.max() or 0)),
+            users_at_cap=dg.MetadataValue.int(int((lengths >= f["max_length"]).sum())),
+            preview=preview_md(seqs.select("user_id", "date", "event_id", "event_type", "ts").with_columns(
+                pl.col("event_id", "event_type", "ts").list.head(3))) if seqs.height else "empty",
+        ))
+
+    return _sequences
+
+
+def build_assets(compiled: Compiled) -> list[dg.AssetsDefinition]:
+    out: list[dg.AssetsDefinition] = []
+    for source in compiled.sources:
+        out.append(raw_assets(compiled, source))
+    for name, e in compiled.enrichments.items():
+        if e["kind"] == "lookup":
+            out.append(enrichment_asset(compiled, name))
+    for source in compiled.sources:
+        if compiled.event_types_of(source):
+            out.append(events_assets(compiled, source))
+    for table in compiled.features:
+        out.append(sequence_asset(compiled, table))
+    return out

@@ -1,0 +1,24 @@
+"""The code location: the batch assets and schedule from here, the stream sensors from ``sensors``."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from seq_assets.assets import build_assets
+from seq_assets.compiled import load_compiled
+from seq_assets.resources import LakeResource
+from seq_assets.schedules import build_schedules
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    compiled = load_compiled()
+    assets = build_assets(compiled)
+    batch = dg.Definitions(
+        assets=assets,
+        schedules=build_schedules(compiled),
+        resources={"lake": LakeResource()},
+    )
+    from sensors.definitions import sensor_defs
+
+    return dg.Definitions.merge(batch, sensor_defs(compiled))

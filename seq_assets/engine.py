@@ -1,0 +1,228 @@
+"""The shared execution engine: sources in, executors in the middle, the lake out.
+
+Batch partitions, stream micro-batches and the serving tail all go through these functions with the
+same compiled definitions, so the three runtimes cannot drift apart. Dagster code stays a thin shell
+around them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+import polars as pl
+
+from seq_assets import config
+from seq_assets.compiled import Compiled, polars_type
+from seq_assets.decode import Decoded, decode_records
+from seq_assets.enrichers import DAY_MS, days_between
+from seq_assets.executors import EXECUTORS
+from seq_assets.lake import Lake, WriteInfo
+from seq_assets.sequences import assemble_sequences, end_of_day_ms
+
+BATCH_ORIGIN = "batch"
+
+
+class LakeContext:
+    """Backs enrichments with lake tables; caches what one run reads more than once."""
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+        self._snapshots: dict[tuple[str, date], pl.DataFrame | None] = {}
+        self._history: dict[tuple, pl.DataFrame] = {}
+
+    def snapshot(self, enrichment: dict, day: date) -> pl.DataFrame | None:
+        key = (enrichment["name"], day)
+        if key not in self._snapshots:
+            cols = [enrichment["key"], *enrichment["columns"]]
+            lf = self.lake.scan("enrichments", enrichment["name"], end=day)
+            snap = None
+            if lf is not None:
+                # The newest snapshot on or before the day: a missing day reuses the previous one.
+                latest = lf.select(pl.col("date").max()).collect().item()
+                if latest is not None:
+                    snap = self.lake.read("enrichments", enrichment["name"], days=[latest], columns=cols)
+            self._snapshots[key] = snap
+        return self._snapshots[key]
+
+    def history(self, source: dict, columns: list[str], start_ms: int, end_ms: int,
+                users: pl.Series | None) -> pl.DataFrame:
+        ts, eid = source["time_field"], source["event_id_field"]
+        cols = tuple(sorted({*columns, eid}))
+        days = tuple(days_between(start_ms, end_ms))
+        key = (source["name"], cols, days)
+        if key not in self._history:
+            # Whole days are cached so the event types of one source share a single read.
+            lf = self.lake.scan("raw", source["name"], days=days, columns=list(cols))
+            if lf is None:
+                frame = pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+            else:
+                frame = lf.unique(subset=[eid], keep="first").collect()
+            self._history = {key: frame}
+        frame = self._history[key].filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+        if users is not None:
+            frame = frame.filter(pl.col(source["user_field"]).is_in(users.implode()))
+        return frame
+
+
+@dataclass
+class IndexResult:
+    """What one indexing pass produced, per event type, plus the days it touched."""
+
+    events: dict[str, pl.DataFrame] = field(default_factory=dict)
+    days: set[date] = field(default_factory=set)
+
+    @property
+    def rows(self) -> int:
+        return sum(df.height for df in self.events.values())
+
+
+class Engine:
+    def __init__(self, compiled: Compiled, lake: Lake | None = None):
+        self.compiled = compiled
+        self.lake = lake or Lake()
+        self.executors = {
+            name: EXECUTORS[et["executor"]](et, compiled) for name, et in compiled.event_types.items()
+        }
+
+    # ---- sources ----------------------------------------------------------------------------
+
+    def decode(self, source: str, values: pl.Series, meta: pl.DataFrame | None = None) -> Decoded:
+        return decode_records(self.compiled.sources[source], values, meta)
+
+    def landing_files(self, source: str, arrival_days: list[date]) -> list[str]:
+        base = os.path.join(config.landing_dir(), self.compiled.sources[source]["batch_location"])
+        files: list[str] = []
+        for d in arrival_days:
+            files.extend(sorted(glob.glob(os.path.join(base, f"arrival_date={d.isoformat()}", "*.jsonl"))))
+        return files
+
+    def horizon_days(self, source: str) -> int:
+        return max((et["late_arrival_days"] for et in self.compiled.event_types_of(source)), default=0)
+
+    def load_batch_day(self, source: str, day: date) -> tuple[Decoded, list[str]]:
+        """Decode the landing files that can hold events of ``day`` (it and the late horizon after).
+
+        Valid rows keep only that day's events; dead letters keep the ones dated that day (by event
+        time when it parses, else by arrival day), so each bad record is reported exactly once.
+        """
+        arrivals = [day + timedelta(days=i) for i in range(self.horizon_days(source) + 1)]
+        files = self.landing_files(source, arrivals)
+        if not files:
+            empty = self.decode(source, pl.Series("value", [], dtype=pl.String))
+            return empty, files
+        lines = pl.read_lines(files, name="value", include_file_paths="_file")
+        lines = lines.filter(pl.col("value").str.len_bytes() > 0)
+        arrival = pl.col("_file").str.extract(r"arrival_date=(\d{4}-\d{2}-\d{2})").str.to_date()
+        meta = lines.select(pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"))
+        decoded = self.decode(source, lines.get_column("value"), meta)
+        decoded.valid = decoded.valid.filter(pl.col("date") == day)
+        decoded.dead = decoded.dead.filter(pl.col("date") == day)
+        return decoded, files
+
+    def write_raw_batch_day(self, source: str, day: date) -> dict:
+        """Materialize one day of ``raw/<source>`` (and its dead letters) from the landing files."""
+        decoded, files = self.load_batch_day(source, day)
+        eid = self.compiled.sources[source]["event_id_field"]
+        valid = decoded.valid.unique(subset=[eid], keep="first", maintain_order=True)
+        only_batch = f"origin = '{BATCH_ORIGIN}'"
+        info = self.lake.replace_partitions("raw", source, valid, [day], extra_predicate=only_batch)
+        dead = self.lake.replace_partitions("dead_letter", source, decoded.dead, [day], extra_predicate=only_batch)
+        return {
+            "rows": valid.height,
+            "duplicates_dropped": decoded.valid.height - valid.height,
+            "dead_letters": decoded.dead.height,
+            "files": len(files),
+            "version": info.version,
+            "dead_letter_version": dead.version,
+        }
+
+    def write_enrichment_day(self, name: str, day: date) -> dict:
+        """Copy the enrichment's landing snapshot for ``day`` into ``enrichments/<name>``.
+
+        A day without a snapshot carries the newest earlier one forward, so events of that day
+        are still enriched with the version that was valid then.
+        """
+        e = self.compiled.enrichments[name]
+        base = os.path.join(config.landing_dir(), e["snapshot_location"])
+        days = sorted(
+            date.fromisoformat(os.path.basename(p).split("=", 1)[1])
+            for p in glob.glob(os.path.join(base, "date=*")) if glob.glob(os.path.join(p, "*.parquet"))
+        )
+        usable = [d for d in days if d <= day]
+        schema = {e["key"]: polars_type(e["key_type"]), **{c: polars_type(t) for c, t in e["columns"].items()}}
+        if usable:
+            src_day = usable[-1]
+            snap = pl.read_parquet(os.path.join(base, f"date={src_day.isoformat()}", "*.parquet"))
+            snap = snap.select([pl.col(c).cast(t) for c, t in schema.items()])
+        else:
+            src_day, snap = None, pl.DataFrame(schema=schema)
+        snap = snap.unique(subset=[e["key"]], keep="first", maintain_order=True).with_columns(pl.lit(day).alias("date"))
+        info = self.lake.replace_partitions("enrichments", name, snap, [day])
+        return {"rows": snap.height, "snapshot_day": src_day, "version": info.version}
+
+    # ---- indexing ---------------------------------------------------------------------------
+
+    def index(self, source: str, raw: pl.DataFrame, ctx=None, event_types: list[str] | None = None,
+              ingested_at: datetime | None = None) -> IndexResult:
+        """Run every event type of ``source`` over decoded raw rows (deduplicated on event id)."""
+        src = self.compiled.sources[source]
+        raw = raw.unique(subset=[src["event_id_field"]], keep="first", maintain_order=True)
+        ctx = ctx or LakeContext(self.lake)
+        stamp = ingested_at or datetime.now(timezone.utc)
+        result = IndexResult()
+        for et in self.compiled.event_types_of(source):
+            if event_types is not None and et["name"] not in event_types:
+                continue
+            events = self.executors[et["name"]].run(raw, ctx, stamp)
+            result.events[et["name"]] = events
+            result.days.update(events.get_column("date").unique().to_list())
+        return result
+
+    def raw_day(self, source: str, day: date) -> tuple[pl.DataFrame, int | None]:
+        """Every delivery of ``day`` in ``raw/`` (batch and stream), and the table version read."""
+        t = self.lake.table("raw", source)
+        if t is None:
+            schema = {**self.compiled.source_schema(source), "date": pl.Date}
+            return pl.DataFrame(schema=schema), None
+        df = pl.scan_delta(t).filter(pl.col("date") == day).collect()
+        return df, t.version()
+
+    def index_batch_day(self, source: str, day: date, event_types: list[str] | None = None,
+                        ctx: LakeContext | None = None) -> dict[str, pl.DataFrame]:
+        """Recompute ``events/<event_type>`` for one day from everything in ``raw/`` for that day."""
+        raw, _ = self.raw_day(source, day)
+        result = self.index(source, raw, ctx, event_types=event_types)
+        for et, df in result.events.items():
+            self.write_events_day(et, day, df.filter(pl.col("date") == day))
+        return result.events
+
+    def write_events_day(self, event_type: str, day: date, events: pl.DataFrame) -> WriteInfo:
+        return self.lake.replace_partitions("events", event_type, events, [day])
+
+    # ---- sequences --------------------------------------------------------------------------
+
+    def build_sequences_day(self, feature_table: str, day: date) -> pl.DataFrame:
+        """The feature's sequences as of the end of ``day``, from ``events/`` inside its window."""
+        feature = self.compiled.features[feature_table]
+        fields = self.compiled.stored_fields(feature)
+        end_ms = end_of_day_ms(day)
+        first_day = day - timedelta(days=feature["window_days"] - 1)
+        cols = sorted({"user_id", "event_type", feature["ordering"]["by"], feature["ordering"]["tie_break"],
+                       *feature["dedup_key"], *fields})
+        frames = []
+        for et in feature["event_types"]:
+            lf = self.lake.scan("events", et, start=first_day, end=day, columns=cols)
+            if lf is not None:
+                frames.append(lf)
+        schema = self.compiled.sequence_schema(feature)
+        if not frames:
+            return pl.DataFrame(schema=schema)
+        seqs = assemble_sequences(feature, pl.concat(frames, how="vertical_relaxed"), end_ms, fields, day)
+        return seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+    def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
+        return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
+

@@ -1,0 +1,156 @@
+"""The demo definitions that ship with the project: Pinterest-style pin engagements."""
+
+from __future__ import annotations
+
+from signal_defs.model import (
+    CounterEnrichment,
+    EventType,
+    Lifecycle,
+    LookupEnrichment,
+    SequenceFeature,
+    Source,
+    Stage,
+    col,
+    list_of,
+)
+
+# ---- source ---------------------------------------------------------------------------------
+
+user_engagements = Source(
+    name="user_engagements",
+    topic="user_engagements",
+    batch_location="user_engagements",
+    schema={
+        "event_id": "string",
+        "user_id": "int64",
+        "action": "string",
+        "item_id": "int64",
+        "ts": "int64",
+        "surface": "string",
+        "device": "string",
+        "country": "string",
+        "dwell_ms": "int64",
+        "is_bot": "bool",
+    },
+    required=("event_id", "user_id", "action", "item_id", "ts", "surface", "device", "country", "is_bot"),
+    freshness_slo_seconds=60,
+    description="Every engagement of a user with a pin, as logged by the clients. Kafka key = user id.",
+)
+
+# ---- enrichments ----------------------------------------------------------------------------
+
+item_embedding = LookupEnrichment(
+    name="item_embedding",
+    key="item_id",
+    key_type="int64",
+    columns={"item_embedding": list_of("float32", 32)},
+    stage=Stage.INDEX,
+    snapshot_location="enrichments/item_embedding",
+    min_coverage=0.9,
+    description="32-d content embedding of the pin, from the daily embedding snapshot.",
+)
+
+item_category = LookupEnrichment(
+    name="item_category",
+    key="item_id",
+    key_type="int64",
+    columns={"item_category": "string"},
+    stage=Stage.INDEX,
+    snapshot_location="enrichments/item_category",
+    min_coverage=0.9,
+    description="Top-level interest category of the pin.",
+)
+
+user_item_count_30d = CounterEnrichment(
+    name="user_item_count_30d",
+    source="user_engagements",
+    keys=("user_id", "item_id"),
+    window_days=30,
+    counts=col("action").is_in(["click", "save", "closeup"]) & ~col("is_bot").is_true(),
+    stage=Stage.INDEX,
+    description="How many times this user engaged with this pin in the 30 days before the event.",
+)
+
+item_popularity = LookupEnrichment(
+    name="item_popularity",
+    key="item_id",
+    key_type="int64",
+    columns={"item_popularity": "float64"},
+    stage=Stage.SERVING,
+    snapshot_location="enrichments/item_popularity",
+    min_coverage=0.5,
+    description="How popular the pin is today; changes fast, so it is joined when the sequence is served.",
+)
+
+# ---- event types ----------------------------------------------------------------------------
+
+_human = ~col("is_bot").is_true()
+_INDEX_ENRICHMENTS = ("item_embedding", "item_category", "user_item_count_30d")
+
+pin_click = EventType(
+    name="pin_click",
+    source="user_engagements",
+    filter=(col("action") == "click") & _human,
+    enrichments=_INDEX_ENRICHMENTS,
+    retention_days=400,
+    late_arrival_days=3,
+    description="A click through to the pin's link.",
+)
+
+pin_save = EventType(
+    name="pin_save",
+    source="user_engagements",
+    filter=(col("action") == "save") & _human,
+    enrichments=_INDEX_ENRICHMENTS,
+    retention_days=400,
+    late_arrival_days=3,
+    description="A save of the pin to a board.",
+)
+
+pin_closeup = EventType(
+    name="pin_closeup",
+    source="user_engagements",
+    filter=(col("action") == "closeup") & (col("dwell_ms") >= 1000) & _human,
+    enrichments=_INDEX_ENRICHMENTS,
+    retention_days=400,
+    late_arrival_days=3,
+    description="A close-up view of the pin held for at least one second.",
+)
+
+# ---- features -------------------------------------------------------------------------------
+
+_FIELDS = (
+    "event_id", "ts", "event_type", "item_id", "surface", "device", "country",
+    "item_category", "item_embedding", "user_item_count_30d", "item_popularity",
+)
+
+engagements_v1 = SequenceFeature(
+    name="engagements",
+    version=1,
+    event_types=("pin_click", "pin_save", "pin_closeup"),
+    fields=_FIELDS,
+    max_length=500,
+    window_days=90,
+    owner="user-understanding",
+    lifecycle=Lifecycle.PRODUCTION,
+    description="The last 500 meaningful pin engagements of a user within 90 days.",
+)
+
+saves_v1 = SequenceFeature(
+    name="saves",
+    version=1,
+    event_types=("pin_save",),
+    fields=_FIELDS,
+    max_length=100,
+    window_days=365,
+    owner="user-understanding",
+    lifecycle=Lifecycle.PRODUCTION,
+    description="The last 100 pin saves of a user within a year.",
+)
+
+DEFINITIONS = (
+    user_engagements,
+    item_embedding, item_category, user_item_count_30d, item_popularity,
+    pin_click, pin_save, pin_closeup,
+    engagements_v1, saves_v1,
+)
