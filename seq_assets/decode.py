@@ -35,7 +35,16 @@ class Decoded:
 
 
 def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.Series]:
-    """Parse every value as a JSON object of strings; returns (fields, parsed_ok mask)."""
+    """Parse every value as a JSON object of strings; returns (fields, parsed_ok mask).
+
+    A first vectorized pass marks what is not a JSON object (it yields null instead of raising),
+    so the bulk decode normally runs once over the whole batch. Should the decoder still refuse
+    something the first pass let through, the batch is split in halves until it is isolated.
+    """
+    probe = values.str.json_path_match("$")
+    is_object = (probe.is_not_null() & probe.str.starts_with("{")).fill_null(False)
+    cleaned = values.to_frame("v").select(pl.when(is_object).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series()
+
     def parse(s: pl.Series) -> pl.Series | None:
         try:
             return s.str.json_decode(struct)
@@ -44,20 +53,20 @@ def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.S
 
     parts: list[pl.Series] = []
     ok: list[pl.Series] = []
-    stack = [values]
+    stack = [(cleaned, is_object)]
     while stack:
-        chunk = stack.pop()
+        chunk, good = stack.pop()
         out = parse(chunk)
         if out is not None:
             parts.append(out)
-            ok.append(pl.Series([True] * len(chunk), dtype=pl.Boolean))
+            ok.append(good)
         elif len(chunk) == 1:
             parts.append(pl.Series([None], dtype=struct))
             ok.append(pl.Series([False]))
         else:
             mid = len(chunk) // 2
-            stack.append(chunk.slice(mid))  # popped second: order is restored below
-            stack.append(chunk.slice(0, mid))
+            stack.append((chunk.slice(mid), good.slice(mid)))  # popped second: order is kept
+            stack.append((chunk.slice(0, mid), good.slice(0, mid)))
     fields = pl.concat(parts).struct.unnest() if parts else pl.DataFrame(schema=struct.to_schema())
     return fields, pl.concat(ok) if ok else pl.Series([], dtype=pl.Boolean)
 

@@ -49,6 +49,7 @@ of (seed, id), so they do not depend on how many events or items are generated.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import zlib
@@ -171,8 +172,13 @@ class _Streams:
             return pl.Series(name, [], dtype=pl.Float64)
         return pl.Series(name, pc.random(n, initializer=_stream_seed(*self._root, name)))
 
-    def normal(self, name: str, n: int) -> pl.Series:
-        return _box_muller(self.uniform(name + "/a", n), self.uniform(name + "/b", n)).alias(name)
+    def add(self, frame: pl.DataFrame, *names: str) -> pl.DataFrame:
+        """Attach one uniform column per name, called ``u_<name>``."""
+        return frame.with_columns([self.uniform(name, frame.height).alias(f"u_{name}") for name in names])
+
+
+def _u(name: str) -> pl.Expr:
+    return pl.col(f"u_{name}")
 
 
 def _keyed_uniform(keys: pl.Series, *salt: object) -> pl.Series:
@@ -193,32 +199,64 @@ def _box_muller(u1: pl.Series, u2: pl.Series) -> pl.Series:
     return ((1.0 - u1).log() * -2.0).sqrt() * (u2 * (2.0 * math.pi)).cos()
 
 
-def _zipf_cdf(n: int, exponent: float, offset: float) -> pl.Series:
-    w = (pl.int_range(1, n + 1, eager=True).cast(pl.Float64) + offset).pow(-exponent)
-    c = w.cum_sum()
-    return c / c[-1]
+def _logistic(u: pl.Expr) -> pl.Expr:
+    """A unit-variance logistic draw: a normal look-alike for one uniform and one log."""
+    u = u.clip(1e-12, 1.0 - 1e-12)
+    return (u / (1.0 - u)).log() * (math.sqrt(3.0) / math.pi)
 
 
-def _draw_ranks(cdf: pl.Series, u: pl.Series) -> pl.Series:
-    """Inverse-CDF draw: 1-based rank per uniform."""
-    return cdf.search_sorted(u, side="right").clip(upper_bound=len(cdf) - 1).cast(pl.Int64) + 1
+def _log_logistic_ms(u: pl.Expr, median_ms: float, sigma: float) -> pl.Expr:
+    return ((_logistic(u) * sigma).exp() * median_ms).round().cast(pl.Int64)
 
 
-def _draw_category(u: pl.Series, table: tuple[tuple[str, float], ...]) -> pl.Series:
-    """Draw labels with the table's probabilities, as an Enum (1 byte a row instead of a string)."""
-    names = [n for n, _ in table]
-    total = sum(p for _, p in table)
-    acc, cdf = 0.0, []
+def _zipf_rank(u: pl.Expr, n: int, offset: float) -> pl.Expr:
+    """Analytic inverse CDF of P(r) = log((r+q)/(r-1+q)) / log((n+q)/q), r in 1..n.
+
+    That is Zipf-Mandelbrot with exponent 1 (P(r) ~ 1/(r+q-1/2)) in closed form, so 10M draws
+    cost one exp each instead of a binary search; monotone in u, so sorted u -> sorted ranks.
+    """
+    span = math.log((n + offset) / offset)
+    x = (u * span).exp() * offset - offset
+    return x.floor().cast(pl.Int64).clip(0, n - 1) + 1
+
+
+def _zipf_share(n: int, offset: float) -> pl.Series:
+    """The exact probability of each rank 1..n under ``_zipf_rank``."""
+    r = pl.int_range(1, n + 1, eager=True).cast(pl.Float64)
+    return ((r + offset).log() - (r - 1.0 + offset).log()) / math.log((n + offset) / offset)
+
+
+def _cdf(table: tuple[tuple[str, float], ...]) -> list[float]:
+    total, acc, out = sum(p for _, p in table), 0.0, []
     for _, p in table:
         acc += p / total
-        cdf.append(acc)
-    cdf[-1] = 1.0
-    idx = pl.Series(cdf).search_sorted(u, side="right").clip(upper_bound=len(names) - 1)
-    return pl.Series(u.name, names, dtype=pl.Enum(names)).gather(idx)
+        out.append(acc)
+    return out
 
 
-def _lognormal_ms(z: pl.Series, median_ms: float, sigma: float) -> pl.Series:
-    return ((z * sigma).exp() * median_ms).round().cast(pl.Int64)
+def _categorical(u: pl.Expr, table: tuple[tuple[str, float], ...]) -> pl.Expr:
+    """Draw a label with the table's probabilities, as an Enum (1 byte a row, not a string).
+
+    Counting passed thresholds beats a binary search for a dozen labels.
+    """
+    names = [name for name, _ in table]
+    idx = pl.sum_horizontal([(u >= c).cast(pl.UInt8) for c in _cdf(table)[:-1]])
+    return pl.lit(pl.Series(names, dtype=pl.Enum(names))).gather(idx)
+
+
+def _smallest_k(u: pl.Series, k: int) -> pl.Series:
+    """Row indices of the k smallest values of u, smallest first (ties by index).
+
+    Prefilters with a generous threshold so only ~k rows get sorted, not all of them.
+    """
+    n = len(u)
+    rows = pl.DataFrame({"u": u}).with_row_index("i")
+    if k <= 0:
+        return rows["i"].clear()
+    candidates = rows.filter(pl.col("u") < min(1.0, 1.25 * k / n + 32.0 / n))
+    if candidates.height < k:  # the threshold was unlucky: fall back to every row
+        candidates = rows
+    return candidates.sort(["u", "i"]).head(k)["i"]
 
 
 # ---- time window ------------------------------------------------------------------------------
@@ -256,109 +294,106 @@ def _diurnal_bins(start_ms: int, end_ms: int) -> tuple[pl.Series, pl.Series, pl.
 
 # ---- users ------------------------------------------------------------------------------------
 
+def _user_zipf_offset(spec: DemoSpec) -> float:
+    # Offset ~ users/100 caps the head at ~20x the mean user, whatever the scale.
+    return max(2.0, spec.users / 100.0)
+
+
 def _user_traits(spec: DemoSpec) -> pl.DataFrame:
     """Per-user traits keyed on (seed, user_id); row i is user i + 1."""
     uid = pl.int_range(1, spec.users + 1, eager=True, dtype=pl.Int64).alias("user_id")
-    n_bots = round(spec.users * BOT_USER_RATE)
-    bot_key = _keyed_uniform(uid, spec.seed, "bot")
-    bots = pl.DataFrame({"user_id": uid, "k": bot_key}).bottom_k(n_bots, by=["k", "user_id"])["user_id"]
+    bots = _smallest_k(_keyed_uniform(uid, spec.seed, "bot"), round(spec.users * BOT_USER_RATE))
     return pl.DataFrame({
         "user_id": uid,
-        "is_bot": uid.is_in(bots.implode()),
-        "device": _draw_category(_keyed_uniform(uid, spec.seed, "device"), DEVICES),
-        "country": _draw_category(_keyed_uniform(uid, spec.seed, "country"), COUNTRIES),
-    })
+        "k_device": _keyed_uniform(uid, spec.seed, "device"),
+        "k_country": _keyed_uniform(uid, spec.seed, "country"),
+    }).select(
+        "user_id",
+        is_bot=pl.col("user_id").is_in((bots.cast(pl.Int64) + 1).implode()),
+        device=_categorical(pl.col("k_device"), DEVICES),
+        country=_categorical(pl.col("k_country"), COUNTRIES),
+    )
 
 
 # ---- events -----------------------------------------------------------------------------------
 
-def _sessions(user: pl.Series, rng: _Streams) -> pl.DataFrame:
+def _sessions(frame: pl.DataFrame, rng: _Streams) -> pl.DataFrame:
     """Split each user's (contiguous) events into sessions and lay out in-session offsets."""
-    n = len(user)
-    starts = (user != user.shift(1)).fill_null(True) | (rng.uniform("session_break", n) < SESSION_BREAK_P)
-    session = (starts.cast(pl.Int64).cum_sum() - 1).alias("session")
+    frame = rng.add(frame, "session_break", "gap_kind", "gap")
+    kind = _u("gap_kind")
     # Gap mixture: mostly seconds, some tens of seconds, a few minutes; 5% zero -> ts ties.
-    kind = pl.col("kind")
     scale = (pl.when(kind < 0.05).then(0.0).when(kind < 0.60).then(8_000.0)
              .when(kind < 0.90).then(40_000.0).otherwise(180_000.0))
-    expo = -(1.0 - rng.uniform("gap", n)).log()
-    frame = pl.DataFrame({"starts": starts, "session": session, "expo": expo,
-                          "kind": rng.uniform("gap_kind", n)})
-    frame = frame.with_columns(gap=pl.when(pl.col("starts")).then(0)
-                               .otherwise((pl.col("expo") * scale).round().cast(pl.Int64)))
-    cum = frame["gap"].cum_sum()
-    first = starts.arg_true()
-    offset = cum - cum.gather(first.gather(session))
-    return pl.DataFrame({"session": session, "starts": starts, "offset": offset})
+    starts = pl.col("starts")
+    return (
+        frame.with_columns(
+            starts=(pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True)
+            | (_u("session_break") < SESSION_BREAK_P))
+        .with_columns(
+            gap=pl.when(starts).then(0)
+            .otherwise((-(1.0 - _u("gap")).log() * scale).round().cast(pl.Int64)))
+        .with_columns(cum=pl.col("gap").cum_sum())
+        .with_columns(
+            session=starts.cast(pl.Int64).cum_sum() - 1,
+            # Running total minus its value at the session's first event: no group-by needed.
+            offset=pl.col("cum") - pl.when(starts).then(pl.col("cum")).forward_fill(),
+            is_last=starts.shift(-1).fill_null(True),
+        )
+        .drop("u_session_break", "u_gap_kind", "u_gap", "gap", "cum")
+    )
 
 
-def _session_starts(n_sessions: int, duration: pl.Series, start_ms: int, end_ms: int,
-                    rng: _Streams) -> pl.Series:
-    """Session start times: diurnal-weighted over the window, shifted so the session fits in it."""
+def _session_table(duration: pl.Series, start_ms: int, end_ms: int, rng: _Streams) -> pl.DataFrame:
+    """Per session: start time (diurnal-weighted, shifted so the session fits) and surface."""
     lo, width, cdf = _diurnal_bins(start_ms, end_ms)
-    b = cdf.search_sorted(rng.uniform("session_hour", n_sessions), side="right").clip(upper_bound=len(cdf) - 1)
-    t0 = lo.gather(b) + (rng.uniform("session_time", n_sessions) * width.gather(b).cast(pl.Float64)).floor().cast(pl.Int64)
-    latest = (end_ms - 1) - duration
-    return pl.DataFrame({"t0": t0, "latest": latest}).select(
-        pl.min_horizontal("t0", "latest").clip(lower_bound=start_ms))["t0"]
+    n = len(duration)
+    bin_ = cdf.search_sorted(rng.uniform("session_hour", n), side="right").clip(upper_bound=len(cdf) - 1)
+    frame = rng.add(pl.DataFrame({"duration": duration, "lo": lo.gather(bin_), "width": width.gather(bin_)}),
+                    "session_time", "session_surface")
+    t0 = pl.col("lo") + (_u("session_time") * pl.col("width")).floor().cast(pl.Int64)
+    return frame.select(
+        t0=pl.min_horizontal(t0, (end_ms - 1) - pl.col("duration")).clip(lower_bound=start_ms),
+        surface=_categorical(_u("session_surface"), SURFACES),
+    )
 
 
 def _event_core(spec: DemoSpec, rng: _Streams, start_ms: int, end_ms: int) -> pl.DataFrame:
     """The distinct events, grouped by user (generation order), without faults or arrivals."""
     n = spec.events
-    # Sorted uniforms give sorted users: events arrive grouped by user without sorting 10M rows.
-    user_cdf = _zipf_cdf(spec.users, 1.0, max(2.0, spec.users / 100.0))
-    user = _draw_ranks(user_cdf, rng.uniform("user", n).sort()).alias("user_id")
-    sess = _sessions(user, rng)
-    session = sess["session"]
-    first = sess["starts"].arg_true()
-    last = pl.concat([first.slice(1) - 1, pl.Series([n - 1], dtype=first.dtype)])
-    duration = sess["offset"].gather(last)
-    t0 = _session_starts(len(first), duration, start_ms, end_ms, rng)
-    ts = (t0.gather(session) + sess["offset"]).clip(start_ms, end_ms - 1).alias("ts")
-
+    # Sorted uniforms give sorted users: events come grouped by user without sorting 10M rows.
+    frame = pl.DataFrame({"u": rng.uniform("user", n).sort()}).select(
+        user_id=_zipf_rank(pl.col("u"), spec.users, _user_zipf_offset(spec)))
+    frame = _sessions(frame, rng)
+    sessions = _session_table(frame.filter("is_last")["offset"], start_ms, end_ms, rng)
     traits = _user_traits(spec)
-    uidx = user - 1
-    session_surface = _draw_category(rng.uniform("session_surface", len(first)), SURFACES)
-    surface = pl.select(
-        pl.when(pl.lit(rng.uniform("surface_keep", n) < SAME_SURFACE_P))
-        .then(pl.lit(session_surface.gather(session)))
-        .otherwise(pl.lit(_draw_category(rng.uniform("surface", n), SURFACES)))
-    ).to_series()
-    device = pl.select(
-        pl.when(pl.lit(rng.uniform("device_keep", n) < PRIMARY_DEVICE_P))
-        .then(pl.lit(traits["device"].gather(uidx)))
-        .otherwise(pl.lit(_draw_category(rng.uniform("device", n), DEVICES)))
-    ).to_series()
-
-    item_cdf = _zipf_cdf(spec.n_items, 1.0, ITEM_ZIPF_OFFSET)
-    fresh_item = _draw_ranks(item_cdf, rng.uniform("item", n))
-    reuse = ~sess["starts"] & (rng.uniform("item_reuse", n) < ITEM_REUSE_P)
-    # Forward fill never crosses a session: the first event of a session is never a reuse.
-    item = pl.select(pl.when(pl.lit(reuse)).then(None).otherwise(pl.lit(fresh_item)).forward_fill()).to_series()
-
-    action = _draw_category(rng.uniform("action", n), ACTIONS)
-    closeup_dwell = _lognormal_ms(rng.normal("dwell_closeup", n), 2_500.0, 0.9).clip(lower_bound=50)
-    other_dwell = _lognormal_ms(rng.normal("dwell_other", n), 600.0, 1.0).clip(lower_bound=20)
-    has_other = rng.uniform("dwell_other_p", n) < 0.05
-    return pl.DataFrame({
-        "n": pl.int_range(n, eager=True, dtype=pl.Int64),
-        "user_id": user,
-        "action": action,
-        "item_id": item.cast(pl.Int64),
-        "ts": ts,
-        "surface": surface.cast(session_surface.dtype),
-        "device": device.cast(traits["device"].dtype),
-        "country": traits["country"].gather(uidx),
-        "_closeup_dwell": closeup_dwell,
-        "_other_dwell": other_dwell,
-        "_has_other": has_other,
-        "is_bot": traits["is_bot"].gather(uidx),
-    }).with_columns(
-        dwell_ms=pl.when(pl.col("action") == "closeup").then(pl.col("_closeup_dwell"))
-        .when(pl.col("_has_other")).then(pl.col("_other_dwell"))
-        .otherwise(None)
-    ).drop("_closeup_dwell", "_other_dwell", "_has_other")
+    in_session = pl.col("session")
+    in_user = pl.col("user_id") - 1
+    frame = frame.with_columns(
+        ts=(pl.lit(sessions["t0"]).gather(in_session) + pl.col("offset")).clip(start_ms, end_ms - 1),
+        session_surface=pl.lit(sessions["surface"]).gather(in_session),
+        primary_device=pl.lit(traits["device"]).gather(in_user),
+        country=pl.lit(traits["country"]).gather(in_user),
+        is_bot=pl.lit(traits["is_bot"]).gather(in_user),
+    ).drop("session", "offset", "is_last")
+    frame = rng.add(frame, "item", "item_reuse", "action", "surface_keep", "surface", "device_keep",
+                    "device", "dwell", "dwell_other")
+    frame = frame.with_columns(
+        n=pl.int_range(pl.len(), dtype=pl.Int64),
+        action=_categorical(_u("action"), ACTIONS),
+        # Forward fill never crosses a session: a session's first event is never a reuse.
+        item_id=pl.when(~pl.col("starts") & (_u("item_reuse") < ITEM_REUSE_P)).then(None)
+        .otherwise(_zipf_rank(_u("item"), spec.n_items, ITEM_ZIPF_OFFSET)).forward_fill(),
+        surface=pl.when(_u("surface_keep") < SAME_SURFACE_P).then(pl.col("session_surface"))
+        .otherwise(_categorical(_u("surface"), SURFACES)),
+        device=pl.when(_u("device_keep") < PRIMARY_DEVICE_P).then(pl.col("primary_device"))
+        .otherwise(_categorical(_u("device"), DEVICES)),
+    )
+    dwell = (pl.when(pl.col("action") == "closeup")
+             .then(_log_logistic_ms(_u("dwell"), 2_500.0, 0.9).clip(lower_bound=50))
+             .when(_u("dwell_other") < 0.05)
+             .then(_log_logistic_ms(_u("dwell"), 600.0, 1.0).clip(lower_bound=20)))
+    return frame.select("n", "user_id", "action", "item_id", "ts", "surface", "device", "country",
+                        dwell.alias("dwell_ms"), "is_bot")
 
 
 def _fault_plan(n: int, rng: _Streams) -> pl.DataFrame:
@@ -371,54 +406,45 @@ def _fault_plan(n: int, rng: _Streams) -> pl.DataFrame:
         ("late", round(n * LATE_RATE)),
         ("out_of_order", round(n * OUT_OF_ORDER_RATE)),
     ]
-    k = sum(c for _, c in counts)
-    u = rng.uniform("fault", n)
-    picked = (pl.DataFrame({"u": u}).with_row_index("i")
-              .bottom_k(k, by=["u", "i"]).sort(["u", "i"])["i"])
+    picked = _smallest_k(rng.uniform("fault", n), sum(c for _, c in counts))
     labels = pl.concat([pl.repeat(_CODE[kind], c, dtype=pl.UInt8, eager=True) for kind, c in counts])
     code = pl.zeros(n, dtype=pl.UInt8, eager=True).scatter(picked, labels)
-    # The variant picks which field is missing / mistyped and where a record is cut.
-    variant = (rng.uniform("fault_variant", n) * 12).floor().cast(pl.UInt8)
-    cut = rng.uniform("fault_cut", n)
-    return pl.DataFrame({"fault": code, "variant": variant, "cut": cut})
+    # The variant picks which field is missing / mistyped; cut is where a broken record ends.
+    return rng.add(pl.DataFrame({"fault": code}), "variant", "cut").select(
+        "fault",
+        variant=(_u("variant") * 12).floor().cast(pl.UInt8),
+        cut=_u("cut").cast(pl.Float32),
+    )
 
 
-def _arrivals(frame: pl.DataFrame, rng: _Streams, cap_ms: int) -> pl.Series:
+def _with_arrivals(frame: pl.DataFrame, rng: _Streams, cap_ms: int) -> pl.DataFrame:
     """Delivery time of each event: jitter for all, minutes for out_of_order, days for late."""
-    n = len(frame)
-    jitter = _lognormal_ms(rng.normal("arrival_jitter", n), 2_000.0, 1.2)
-    hold = (rng.uniform("ooo_hold", n) * (29 * MINUTE_MS) + MINUTE_MS).cast(pl.Int64)
-    lag_u = rng.uniform("late_days", n)
-    late_days = pl.select(pl.when(pl.lit(lag_u) < 0.6).then(1).when(pl.lit(lag_u) < 0.9).then(2).otherwise(3)).to_series()
-    time_of_day = (rng.uniform("late_time", n) * DAY_MS).cast(pl.Int64)
-    return frame.select(
-        pl.when(pl.col("fault") == _CODE["late"])
-        .then((pl.col("ts") // DAY_MS + pl.lit(late_days)) * DAY_MS + pl.lit(time_of_day))
-        .when(pl.col("fault") == _CODE["out_of_order"])
-        .then(pl.col("ts") + pl.lit(jitter) + pl.lit(hold))
-        .otherwise(pl.col("ts") + pl.lit(jitter))
-        .clip(upper_bound=cap_ms)
-        .alias("arrival_ts")
-    ).to_series()
+    frame = rng.add(frame, "jitter", "hold", "late_days", "late_time")
+    jitter = _log_logistic_ms(_u("jitter"), 2_000.0, 1.2)
+    hold = (_u("hold") * (29 * MINUTE_MS) + MINUTE_MS).cast(pl.Int64)
+    lag_days = pl.when(_u("late_days") < 0.6).then(1).when(_u("late_days") < 0.9).then(2).otherwise(3)
+    late = (pl.col("ts") // DAY_MS + lag_days) * DAY_MS + (_u("late_time") * DAY_MS).cast(pl.Int64)
+    arrival = (pl.when(pl.col("fault") == _CODE["late"]).then(late)
+               .when(pl.col("fault") == _CODE["out_of_order"]).then(pl.col("ts") + jitter + hold)
+               .otherwise(pl.col("ts") + jitter))
+    return frame.with_columns(arrival_ts=arrival.clip(upper_bound=cap_ms)).drop(
+        "u_jitter", "u_hold", "u_late_days", "u_late_time")
 
 
 def _duplicates(frame: pl.DataFrame, rng: _Streams, cap_ms: int) -> pl.DataFrame:
     """Re-deliveries of clean-text records: same row (so same text), later arrival."""
-    n = len(frame)
-    k = round(n * DUPLICATE_RATE)
-    u = rng.uniform("dup", n)
+    n = frame.height
     malformed = frame["fault"].is_in([_CODE[m] for m in MALFORMED_KINDS])
-    u = pl.select(pl.when(pl.lit(malformed)).then(2.0).otherwise(pl.lit(u))).to_series()
-    src = pl.DataFrame({"u": u}).with_row_index("i").bottom_k(k, by=["u", "i"])["i"].sort()
-    dups = frame.gather(src)
-    soon = _lognormal_ms(rng.normal("dup_soon", k), 3 * MINUTE_MS, 1.2)
-    next_day = DAY_MS + (rng.uniform("dup_next_day", k) * (2 * HOUR_MS)).cast(pl.Int64)
-    delay = pl.select(pl.when(pl.lit(rng.uniform("dup_when", k)) < 0.6)
-                      .then(pl.lit(soon)).otherwise(pl.lit(next_day))).to_series()
+    u = pl.select(pl.when(pl.lit(malformed)).then(2.0).otherwise(pl.lit(rng.uniform("dup", n)))).to_series()
+    dups = rng.add(frame.gather(_smallest_k(u, round(n * DUPLICATE_RATE)).sort()),
+                   "dup_when", "dup_soon", "dup_next_day")
+    delay = (pl.when(_u("dup_when") < 0.6)
+             .then(_log_logistic_ms(_u("dup_soon"), 3 * MINUTE_MS, 1.2))
+             .otherwise(DAY_MS + (_u("dup_next_day") * (2 * HOUR_MS)).cast(pl.Int64)))
     return dups.with_columns(
         arrival_ts=(pl.col("arrival_ts") + delay).clip(upper_bound=cap_ms),
         fault=pl.lit(_CODE["duplicate"], dtype=pl.UInt8),
-    )
+    ).drop("u_dup_when", "u_dup_soon", "u_dup_next_day")
 
 
 def _event_frame(spec: DemoSpec, start_ms: int | None, end_ms: int | None, id_prefix: str) -> pl.DataFrame:
@@ -429,61 +455,95 @@ def _event_frame(spec: DemoSpec, start_ms: int | None, end_ms: int | None, id_pr
     # Nothing is delivered after the last event day + 3 days.
     cap_ms = ((end - 1) // DAY_MS + 4) * DAY_MS - 1
     core = _event_core(spec, rng, start, end)
-    frame = pl.concat([core, _fault_plan(len(core), rng)], how="horizontal")
-    frame = frame.with_columns(arrival_ts=_arrivals(frame, rng, cap_ms))
+    frame = _with_arrivals(pl.concat([core, _fault_plan(core.height, rng)], how="horizontal"), rng, cap_ms)
     frame = pl.concat([frame, _duplicates(frame, rng, cap_ms)])
-    return (frame.with_row_index("_seq")
-            .sort(["arrival_ts", "_seq"])
-            .drop("_seq")
-            .with_columns(arrival_date=(pl.col("arrival_ts") // DAY_MS).cast(pl.Int32).cast(pl.Date)))
+    # A stable sort: equal arrival times keep generation order, so output stays deterministic.
+    return frame.sort("arrival_ts", maintain_order=True).with_columns(
+        arrival_date=(pl.col("arrival_ts") // DAY_MS).cast(pl.Int32).cast(pl.Date))
 
 
 # ---- JSON rendering ---------------------------------------------------------------------------
 
-def _field(name: str, text: pl.Expr) -> pl.Expr:
-    return pl.concat_str([pl.lit(f'"{name}":'), text])
+def _quoted(name: str, col: str) -> list[pl.Expr]:
+    return [pl.lit(f',"{name}":"'), pl.col(col).cast(pl.String), pl.lit('"')]
 
 
-def _render_columns(seed: int, id_prefix: str) -> list[pl.Expr]:
-    """Expressions for value / key / event_ts / is_fault; text depends only on the row."""
+def _json_clean(seed: int, id_prefix: str) -> pl.Expr:
+    """The record as the client meant it: one concat, no per-row branching on faults."""
+    prefix = json.dumps(f"{id_prefix}{seed}-")[1:-1]
+    return pl.concat_str([
+        pl.lit(f'{{"event_id":"{prefix}'), pl.col("n").cast(pl.String),
+        pl.lit('","user_id":'), pl.col("user_id").cast(pl.String),
+        *_quoted("action", "action"),
+        pl.lit(',"item_id":'), pl.col("item_id").cast(pl.String),
+        pl.lit(',"ts":'), pl.col("ts").cast(pl.String),
+        *_quoted("surface", "surface"),
+        *_quoted("device", "device"),
+        *_quoted("country", "country"),
+        pl.lit(',"dwell_ms":'), pl.col("dwell_ms").cast(pl.String).fill_null("null"),
+        pl.lit(',"is_bot":'), pl.when(pl.col("is_bot")).then(pl.lit("true")).otherwise(pl.lit("false")),
+        pl.lit("}"),
+    ])
+
+
+def _json_broken(seed: int, id_prefix: str) -> pl.Expr:
+    """The malformed variants; only ever evaluated on the few malformed rows."""
     fault, variant = pl.col("fault"), pl.col("variant")
-    missing = (fault == _CODE["missing_field"])
-    mistyped = (fault == _CODE["mistyped_field"])
-    broken = (fault == _CODE["malformed_json"])
+    missing = fault == _CODE["missing_field"]
+    mistyped = fault == _CODE["mistyped_field"]
     miss_v, mistype_v = variant % 4, variant % 3
+    prefix = json.dumps(f"{id_prefix}{seed}-")[1:-1]
 
-    def drop_if(expr: pl.Expr, which: int) -> pl.Expr:
-        return pl.when(missing & (miss_v == which)).then(pl.lit(None, pl.String)).otherwise(expr)
+    def field(name: str, text: pl.Expr, missing_variant: int | None = None,
+              mistyped_variant: int | None = None, bad: str = "") -> pl.Expr:
+        expr = pl.concat_str([pl.lit(f'"{name}":'), text])
+        if mistyped_variant is not None:
+            expr = pl.when(mistyped & (mistype_v == mistyped_variant)).then(pl.lit(f'"{name}":"{bad}"')).otherwise(expr)
+        if missing_variant is not None:
+            expr = pl.when(missing & (miss_v == missing_variant)).then(pl.lit(None, pl.String)).otherwise(expr)
+        return expr
 
-    def mistype_if(expr: pl.Expr, which: int, name: str, bad: str) -> pl.Expr:
-        return pl.when(mistyped & (mistype_v == which)).then(pl.lit(f'"{name}":"{bad}"')).otherwise(expr)
+    def quoted(col: str) -> pl.Expr:
+        return pl.concat_str([pl.lit('"'), pl.col(col).cast(pl.String), pl.lit('"')])
 
     fields = [
-        drop_if(pl.concat_str([pl.lit(f'"event_id":"{id_prefix}{seed}-'), pl.col("n").cast(pl.String), pl.lit('"')]), 2),
-        drop_if(mistype_if(_field("user_id", pl.col("user_id").cast(pl.String)), 0, "user_id", "abc"), 0),
-        pl.concat_str([pl.lit('"action":"'), pl.col("action").cast(pl.String), pl.lit('"')]),
-        drop_if(_field("item_id", pl.col("item_id").cast(pl.String)), 3),
-        drop_if(mistype_if(_field("ts", pl.col("ts").cast(pl.String)), 1, "ts", "yesterday"), 1),
-        pl.concat_str([pl.lit('"surface":"'), pl.col("surface").cast(pl.String), pl.lit('"')]),
-        pl.concat_str([pl.lit('"device":"'), pl.col("device").cast(pl.String), pl.lit('"')]),
-        pl.concat_str([pl.lit('"country":"'), pl.col("country").cast(pl.String), pl.lit('"')]),
-        _field("dwell_ms", pl.col("dwell_ms").cast(pl.String).fill_null("null")),
-        mistype_if(_field("is_bot", pl.when(pl.col("is_bot")).then(pl.lit("true")).otherwise(pl.lit("false"))),
-                   2, "is_bot", "maybe"),
+        field("event_id", pl.concat_str([pl.lit(f'"{prefix}'), pl.col("n").cast(pl.String), pl.lit('"')]), 2),
+        field("user_id", pl.col("user_id").cast(pl.String), 0, 0, "abc"),
+        field("action", quoted("action")),
+        field("item_id", pl.col("item_id").cast(pl.String), 3),
+        field("ts", pl.col("ts").cast(pl.String), 1, 1, "yesterday"),
+        field("surface", quoted("surface")),
+        field("device", quoted("device")),
+        field("country", quoted("country")),
+        field("dwell_ms", pl.col("dwell_ms").cast(pl.String).fill_null("null")),
+        field("is_bot", pl.when(pl.col("is_bot")).then(pl.lit("true")).otherwise(pl.lit("false")), None, 2, "maybe"),
     ]
     body = pl.concat_str([pl.lit("{"), pl.concat_str(fields, separator=",", ignore_nulls=True), pl.lit("}")])
-    # A strict prefix of a JSON object never parses (its closing brace is gone).
-    cut_len = (pl.col("cut") * (body.str.len_bytes() - 1).cast(pl.Float64)).floor().cast(pl.UInt32) + 1
-    value = pl.when(broken).then(body.str.head(cut_len)).otherwise(body)
-    unkeyed = broken | (missing & (miss_v == 0)) | (mistyped & (mistype_v == 0))
+    # A strict prefix of a JSON object never parses: its closing brace is gone.
+    cut_len = (pl.col("cut").cast(pl.Float64) * (body.str.len_bytes() - 1).cast(pl.Float64)).floor().cast(pl.UInt32) + 1
+    return pl.when(fault == _CODE["malformed_json"]).then(body.str.head(cut_len)).otherwise(body)
+
+
+def _render(frame: pl.DataFrame, seed: int, id_prefix: str) -> pl.DataFrame:
+    """value / key / event_ts / arrival_date / is_fault for rows of an event frame."""
+    fault, variant = pl.col("fault"), pl.col("variant")
+    broken = fault == _CODE["malformed_json"]
+    unkeyed = (broken | ((fault == _CODE["missing_field"]) & (variant % 4 == 0))
+               | ((fault == _CODE["mistyped_field"]) & (variant % 3 == 0)))
     labels = pl.Series(list(_FAULT_CODES), dtype=pl.String)
-    return [
-        value.alias("value"),
+    # The streaming engine renders morsels on every core; the in-memory one uses one per expression.
+    out = frame.lazy().select(
+        _json_clean(seed, id_prefix).alias("value"),
         pl.when(unkeyed).then(pl.lit(None, pl.String)).otherwise(pl.col("user_id").cast(pl.String)).alias("key"),
         pl.when(broken).then(pl.lit(None, pl.Int64)).otherwise(pl.col("ts")).alias("event_ts"),
         pl.col("arrival_date"),
-        pl.lit(labels).gather(pl.col("fault")).alias("is_fault"),
-    ]
+        pl.lit(labels).gather(fault).alias("is_fault"),
+    ).collect(engine="streaming")
+    bad = frame["fault"].is_in([_CODE[m] for m in MALFORMED_KINDS]).arg_true()
+    if len(bad):
+        fixed = frame.gather(bad).select(_json_broken(seed, id_prefix))
+        out = out.with_columns(out["value"].scatter(bad, fixed.to_series()))
+    return out
 
 
 # ---- public API -------------------------------------------------------------------------------
@@ -501,8 +561,7 @@ def generate_event_lines(spec: DemoSpec, *, start_ms: int | None = None, end_ms:
     ``spec.events`` distinct events fall in [start_ms, end_ms) (default: the spec's days);
     duplicates add ~2% rows on top.
     """
-    frame = _event_frame(spec, start_ms, end_ms, id_prefix)
-    return frame.select(_render_columns(spec.seed, id_prefix))
+    return _render(_event_frame(spec, start_ms, end_ms, id_prefix), spec.seed, id_prefix)
 
 
 def _embedding_snapshots(spec: DemoSpec, items: pl.Series, days: list[date]) -> dict[date, pl.DataFrame]:
@@ -534,8 +593,7 @@ def _category_snapshot(spec: DemoSpec, items: pl.Series) -> pl.DataFrame:
 
 
 def _popularity_snapshot(spec: DemoSpec, items: pl.Series, day: date) -> pl.DataFrame:
-    cdf = _zipf_cdf(spec.n_items, 1.0, ITEM_ZIPF_OFFSET)
-    share = cdf - cdf.shift(1).fill_null(0.0)
+    share = _zipf_share(spec.n_items, ITEM_ZIPF_OFFSET)
     wobble = (_box_muller(_keyed_uniform(items, spec.seed, "pop_a", day.toordinal()),
                           _keyed_uniform(items, spec.seed, "pop_b", day.toordinal())) * 0.15).exp()
     return pl.DataFrame({"item_id": items, "item_popularity": share * 1e6 * wobble})
@@ -590,13 +648,12 @@ def write_demo_data(spec: DemoSpec, landing_dir: str | Path,
 
     say(f"generating {spec.events:,} events for {spec.users:,} users over {spec.days} days")
     frame = _event_frame(spec, None, None, "e")
-    render = _render_columns(spec.seed, "e")
     files: list[str] = []
     fault_counts = {k: 0 for k in FAULT_KINDS}
     arrival_dates = []
     for day, offset, length in _date_runs(frame["arrival_date"]):
         # Render one arrival day at a time: peak memory is the typed frame plus one day of text.
-        lines = frame.slice(offset, length).select(render)
+        lines = _render(frame.slice(offset, length), spec.seed, "e")
         path = source_dir / f"arrival_date={day.isoformat()}" / "part-00000.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines.select("value").write_csv(path, include_header=False, quote_style="never")

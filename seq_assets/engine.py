@@ -32,6 +32,7 @@ class LakeContext:
         self.lake = lake
         self._snapshots: dict[tuple[str, date], pl.DataFrame | None] = {}
         self._history: dict[tuple, pl.DataFrame] = {}
+        self.cache: dict = {}  # prepared frames enrichers share within one run (e.g. counter history)
 
     def snapshot(self, enrichment: dict, day: date) -> pl.DataFrame | None:
         key = (enrichment["name"], day)
@@ -114,8 +115,15 @@ class Engine:
             empty = self.decode(source, pl.Series("value", [], dtype=pl.String))
             return empty, files
         lines = pl.read_lines(files, name="value", include_file_paths="_file")
-        lines = lines.filter(pl.col("value").str.len_bytes() > 0)
         arrival = pl.col("_file").str.extract(r"arrival_date=(\d{4}-\d{2}-\d{2})").str.to_date()
+        # Cheap pre-selection before the JSON parse: a regex finds the event time, so only records
+        # of this day (and unreadable ones that arrived today) are decoded, not the whole horizon.
+        ts = pl.col("value").str.extract(r'"' + self.compiled.sources[source]["time_field"] + r'"\s*:\s*(-?\d+)').cast(pl.Int64, strict=False)
+        event_day = pl.from_epoch(ts, time_unit="ms").dt.date()
+        lines = lines.filter(
+            (pl.col("value").str.len_bytes() > 0)
+            & ((event_day == day) | (event_day.is_null() & (arrival == day)))
+        )
         meta = lines.select(pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"))
         decoded = self.decode(source, lines.get_column("value"), meta)
         decoded.valid = decoded.valid.filter(pl.col("date") == day)

@@ -47,36 +47,56 @@ def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, sour
     """Point-in-time count of the source's matching events per key in [ts - window, ts).
 
     Each key's history gets a running rank; two as-of joins (strictly before ``ts`` and strictly
-    before ``ts - window``) give the count as a difference of ranks: O((events + history) log n).
+    before ``ts - window``) give the count as a difference of ranks: O((events + history) log n),
+    never a join per event.
     """
     keys, ts_field = list(enrichment["keys"]), source["time_field"]
     out_col = enrichment["column"] or enrichment["name"]
     window_ms = enrichment["window_days"] * DAY_MS
     if events.is_empty():
         return events.with_columns(pl.lit(None, pl.Int64).alias(out_col))
-    start = int(events.get_column(ts_field).min()) - window_ms
-    end = int(events.get_column(ts_field).max())
+    # Day-aligned bounds, so the event types of one batch share one prepared history (see cache).
+    start = (int(events.get_column(ts_field).min()) // DAY_MS) * DAY_MS - window_ms
+    end = (int(events.get_column(ts_field).max()) // DAY_MS + 1) * DAY_MS
     user_field = source["user_field"]
-    needed = sorted({*keys, ts_field, *_pred_cols(enrichment["counts"])})
-    hist = ctx.history(source, needed, start, end, events.get_column(user_field).unique() if user_field in keys else None)
-    hist = (
-        hist.filter(to_expr(enrichment["counts"]))
-        .select(*keys, pl.col(ts_field).alias("_hts"))
-        .sort(*keys, "_hts")
-        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(keys).alias("_rank"))
-        .sort("_hts")
-    )
+    cache = getattr(ctx, "cache", None)
+    cache_key = ("counter", enrichment["name"], start, end)
+    hist = cache.get(cache_key) if cache is not None else None
+    if hist is None:
+        needed = sorted({*keys, ts_field, *_pred_cols(enrichment["counts"])})
+        # A small batch (the stream) reads only its users' history; a whole day reads everything once.
+        users = events.get_column(user_field).unique() if user_field in keys and cache is None else None
+        hist = _ranked(ctx.history(source, needed, start, end, users).filter(to_expr(enrichment["counts"])),
+                       keys, ts_field)
+        if cache is not None:
+            cache.clear()
+            cache[cache_key] = hist
     probe = events.select(*keys, pl.col(ts_field).alias("_t")).with_row_index("_row")
     probe = probe.with_columns((pl.col("_t") - window_ms).alias("_t0"))
 
     def rank_before(at: str) -> pl.Series:
         joined = probe.sort(at).join_asof(
             hist, left_on=at, right_on="_hts", by=keys, strategy="backward", allow_exact_matches=False,
+            check_sortedness=False,  # sorted on the as-of column; polars cannot check within groups
         )
         return joined.sort("_row").get_column("_rank").fill_null(0)
 
     counts = (rank_before("_t") - rank_before("_t0")).alias(out_col)
     return events.with_columns(counts)
+
+
+def _ranked(hist: pl.DataFrame, keys: list[str], ts_field: str) -> pl.DataFrame:
+    """Number each key's history 1, 2, ... in time order, then sort by time for the as-of joins.
+
+    After one sort by key and time, a key starts where any key column changes; the rank is the
+    distance from that start. This avoids a hash group-by over the whole history.
+    """
+    hist = hist.select(*keys, pl.col(ts_field).alias("_hts")).sort(*keys, "_hts").with_row_index("_i")
+    new_key = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys])
+    return hist.with_columns(
+        (pl.col("_i") - pl.when(new_key).then(pl.col("_i")).otherwise(None).forward_fill() + 1)
+        .cast(pl.Int64).alias("_rank")
+    ).drop("_i").sort("_hts")
 
 
 def context(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext) -> pl.DataFrame:

@@ -123,6 +123,12 @@ def read_compiled(path: str | Path) -> dict[str, dict]:
         if content_hash(check) != entry["hash"] or body.get("hash") != entry["hash"]:
             raise DefinitionError(entry["id"], "hash", f"{entry['file']} does not match its hash in {INDEX_FILE}")
         out[entry["id"]] = body
+    # A feature's output hash is not covered by its content hash: recompute it from the files read.
+    by_name = {(c["kind"], c["name"]): c for c in out.values() if c["kind"] != "feature"}
+    for cid, c in out.items():
+        inputs = {k: v for k, v in c.items() if k != "output_hash"}
+        if c["kind"] == "feature" and c.get("output_hash") != _feature_output_hash(inputs, by_name):
+            raise DefinitionError(cid, "output_hash", f"{cid}.json does not match the output hash of its inputs")
     return out
 
 

@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make dev` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install dev test bench clean compile
+
+install: $(STAMP)
+
+# uv resolves and installs in seconds; plain pip is the fallback if uv cannot be installed.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv || true
+	if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"; \
+	else $(BIN)/python -m pip install --quiet -e ".[dev]"; fi
+	touch $(STAMP)
+
+dev: install
+	bash scripts/dev.sh
+
+test: install
+	$(BIN)/pytest -q
+
+compile: install
+	$(BIN)/seqctl defs compile --out .data/compiled
+
+bench: install
+	$(BIN)/python bench/batch.py
+
+clean:
+	rm -rf .data .dagster_home
