@@ -8,7 +8,9 @@ export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 export SEQ_LAKE_URI="${SEQ_LAKE_URI:-$PWD/.data/lake}"
 export SEQ_LANDING_DIR="${SEQ_LANDING_DIR:-$PWD/.data/landing}"
 mkdir -p "$DAGSTER_HOME" .data/logs
-touch "$DAGSTER_HOME/dagster.yaml"
+if [ ! -f "$DAGSTER_HOME/dagster.yaml" ]; then
+  cp scripts/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -23,6 +25,12 @@ if [ ! -d "$SEQ_LAKE_URI/sequences" ]; then
   echo "lake is empty: generating demo data and materializing the last 7 days"
   $BIN/seqctl demo-data --users 2000 --days 7 --events 200000
   $BIN/seqctl materialize --days 7 --include-today --record
+fi
+
+# Live traffic for the stream: a slow, endless demo producer (same shape and faults as demo-data).
+if $BIN/seqctl --help 2>/dev/null | grep -q " produce"; then
+  $BIN/seqctl produce --source user_engagements --rate 20 --duration 1000000 > .data/logs/produce.log 2>&1 &
+  pids+=($!)
 fi
 
 if $BIN/seqctl --help 2>/dev/null | grep -q " serve"; then

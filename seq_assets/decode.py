@@ -20,11 +20,12 @@ DEAD_LETTER_SCHEMA = {
     "kafka_partition": pl.Int32,
     "kafka_offset": pl.Int64,
     "origin": pl.String,
+    "record_id": pl.String,
     "ingested_at": pl.Datetime("us", "UTC"),
     "date": pl.Date,
 }
 # Provenance columns a caller may pass alongside the values; kept on raw rows and dead letters.
-META_SCHEMA = {"kafka_partition": pl.Int32, "kafka_offset": pl.Int64, "origin": pl.String}
+META_SCHEMA = {"kafka_partition": pl.Int32, "kafka_offset": pl.Int64, "origin": pl.String, "record_id": pl.String}
 # An optional ``arrival_date`` meta column dates dead letters whose event time did not parse.
 
 

@@ -19,13 +19,14 @@ Shape of the engagement stream (source ``user_engagements``)
   (ios/android/web), a country (a dozen ISO codes, US-heavy) and a bot flag (~1% of users;
   all their events carry ``is_bot: true``).
 * Actions: impression 45%, click 20%, closeup 15%, save 8%, share 5%, hide 4%, comment 3%.
-  closeups always carry ``dwell_ms`` (log-normal, median 2.5 s, ~15% below one second);
+  closeups always carry ``dwell_ms`` (log-logistic, median 2.5 s, ~13% below one second);
   other actions carry it 5% of the time, else JSON null.
 
 Delivery (what a consumer of the landing area / Kafka topic sees)
 -----------------------------------------------------------------
-Every record arrives a little after its event time (log-normal jitter, seconds to a minute),
-so delivery order is not event-time order. On top of that, each labelled in ``is_fault``:
+Every record arrives a little after its event time (log-logistic jitter, median 2 s, up to
+minutes), so delivery order is not event-time order. On top of that, exact shares of the
+events get one injected fault each, named in ``is_fault``:
 
 * ``out_of_order`` (5%): held back 1-30 minutes, overtaken by later events of its user.
 * ``late`` (3%): delivered 1-3 days after its event day (never after the last day + 3).
@@ -34,6 +35,8 @@ so delivery order is not event-time order. On top of that, each labelled in ``is
 * malformed (0.3% of events, split in thirds): ``malformed_json`` (a truncated record that
   does not parse), ``missing_field`` (no user_id, ts, event_id or item_id) and
   ``mistyped_field`` (``"user_id":"abc"``, ``"ts":"yesterday"`` or ``"is_bot":"maybe"``).
+  ``key`` (the Kafka key) is null when the record yields no user id (broken JSON, user_id
+  missing or mistyped); ``event_ts`` is null only for broken JSON.
 
 Enrichment snapshots (one per event day)
 ----------------------------------------
@@ -42,9 +45,11 @@ Enrichment snapshots (one per event day)
 "cat_00".."cat_49" (skewed), ~95% of items present. ``item_popularity``: every item,
 expected engagements per million events from its Zipf weight, times a daily wobble.
 
-Randomness: event-level draws use ``pyarrow.compute.random`` seeded per named stream
-(fast); entity-level draws (user traits, item snapshots) use a counter-based splitmix64 hash
-of (seed, id), so they do not depend on how many events or items are generated.
+Randomness: event-level draws use ``pyarrow.compute.random`` seeded per named stream from
+(seed, window, id_prefix), so stream chunks differ; entity-level draws (user traits, item
+snapshots) use a counter-based splitmix64 hash of (seed, id), so they do not depend on how
+many events or items are generated. Output is byte-stable for a given polars / pyarrow
+version (numpy is not needed).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import json
 import math
 import shutil
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -251,7 +256,7 @@ def _smallest_k(u: pl.Series, k: int) -> pl.Series:
     """
     n = len(u)
     rows = pl.DataFrame({"u": u}).with_row_index("i")
-    if k <= 0:
+    if k <= 0 or n == 0:
         return rows["i"].clear()
     candidates = rows.filter(pl.col("u") < min(1.0, 1.25 * k / n + 32.0 / n))
     if candidates.height < k:  # the threshold was unlucky: fall back to every row
@@ -640,6 +645,8 @@ def write_demo_data(spec: DemoSpec, landing_dir: str | Path,
     there are removed first, so the same spec always leaves byte-identical files.
     """
     say = progress or (lambda _msg: None)
+    # Pin "today" once, so events and snapshots agree even if the run crosses midnight.
+    spec = replace(spec, end_date=spec.last_day)
     landing = Path(landing_dir)
     source_dir = landing / SOURCE_DIR
     _clear_partitions(source_dir, "arrival_date=")

@@ -53,6 +53,14 @@ class LakeContext:
         ts, eid = source["time_field"], source["event_id_field"]
         cols = tuple(sorted({*columns, eid}))
         days = tuple(days_between(start_ms, end_ms))
+        if users is not None:
+            # A micro-batch: read only its users' rows, filtered inside the scan.
+            lf = self.lake.scan("raw", source["name"], days=days, columns=list(cols))
+            if lf is None:
+                return pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+            return (lf.filter(pl.col(source["user_field"]).is_in(users.implode())
+                              & (pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+                    .unique(subset=[eid], keep="first").collect())
         key = (source["name"], cols, days)
         if key not in self._history:
             # Whole days are cached so the event types of one source share a single read.
@@ -62,10 +70,7 @@ class LakeContext:
             else:
                 frame = lf.unique(subset=[eid], keep="first").collect()
             self._history = {key: frame}
-        frame = self._history[key].filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
-        if users is not None:
-            frame = frame.filter(pl.col(source["user_field"]).is_in(users.implode()))
-        return frame
+        return self._history[key].filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
 
 
 @dataclass
@@ -114,17 +119,23 @@ class Engine:
         if not files:
             empty = self.decode(source, pl.Series("value", [], dtype=pl.String))
             return empty, files
-        lines = pl.read_lines(files, name="value", include_file_paths="_file")
+        lines = pl.read_lines(files, name="value", include_file_paths="_file").with_columns(
+            pl.int_range(pl.len()).over("_file").alias("_line"))
         arrival = pl.col("_file").str.extract(r"arrival_date=(\d{4}-\d{2}-\d{2})").str.to_date()
         # Cheap pre-selection before the JSON parse: a regex finds the event time, so only records
-        # of this day (and unreadable ones that arrived today) are decoded, not the whole horizon.
+        # of this day, records whose time it cannot read, and everything that arrived today are
+        # decoded, not the whole horizon. (A record that fails to decode is dated by its arrival
+        # day even when the regex read a time from it, so every arrival of today must be kept.)
         ts = pl.col("value").str.extract(r'"' + self.compiled.sources[source]["time_field"] + r'"\s*:\s*(-?\d+)').cast(pl.Int64, strict=False)
         event_day = pl.from_epoch(ts, time_unit="ms").dt.date()
         lines = lines.filter(
             (pl.col("value").str.len_bytes() > 0)
-            & ((event_day == day) | (event_day.is_null() & (arrival == day)))
+            & ((event_day == day) | event_day.is_null() | (arrival == day))
         )
-        meta = lines.select(pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"))
+        meta = lines.select(
+            pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"),
+            pl.format("batch:{}:{}", pl.col("_file").str.extract(r"([^/]+/[^/]+)$"), pl.col("_line")).alias("record_id"),
+        )
         decoded = self.decode(source, lines.get_column("value"), meta)
         decoded.valid = decoded.valid.filter(pl.col("date") == day)
         decoded.dead = decoded.dead.filter(pl.col("date") == day)
@@ -199,12 +210,33 @@ class Engine:
         return df, t.version()
 
     def index_batch_day(self, source: str, day: date, event_types: list[str] | None = None,
-                        ctx: LakeContext | None = None) -> dict[str, pl.DataFrame]:
-        """Recompute ``events/<event_type>`` for one day from everything in ``raw/`` for that day."""
-        raw, _ = self.raw_day(source, day)
+                        ctx: LakeContext | None = None, max_catch_up: int = 20) -> dict[str, pl.DataFrame]:
+        """Recompute ``events/<event_type>`` for one day from everything in ``raw/`` for that day.
+
+        The stream may write the same day meanwhile. Its raw rows always commit before its events,
+        so after replacing the day, any raw row that appeared since the version read is indexed
+        and inserted (unseen ids only) until ``raw/`` holds still: no streamed event is lost to the
+        overwrite, and none is doubled.
+        """
+        src = self.compiled.sources[source]
+        eid = src["event_id_field"]
+        raw, version = self.raw_day(source, day)
         result = self.index(source, raw, ctx, event_types=event_types)
         for et, df in result.events.items():
             self.write_events_day(et, day, df.filter(pl.col("date") == day))
+        seen = raw.get_column(eid).unique()
+        for _ in range(max_catch_up):
+            t = self.lake.table("raw", source)
+            if t is None or t.version() == version:
+                break
+            now, version = self.raw_day(source, day)
+            fresh = now.filter(~pl.col(eid).is_in(seen.implode()))
+            if fresh.height:
+                extra = self.index(source, fresh, LakeContext(self.lake), event_types=event_types)
+                for et, df in extra.events.items():
+                    self.lake.insert_unseen("events", et, df.filter(pl.col("date") == day))
+                    result.events[et] = pl.concat([result.events[et], df], how="vertical_relaxed")
+            seen = now.get_column(eid).unique()
         return result.events
 
     def write_events_day(self, event_type: str, day: date, events: pl.DataFrame) -> WriteInfo:

@@ -20,7 +20,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from seq_assets import config
 
-KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter")
+KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics")
 _RETRIES = 8
 
 
