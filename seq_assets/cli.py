@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_runtime_commands(sub) -> None:
     """Commands of the streaming and serving runtimes register here as they land."""
+    from seq_assets.broker import add_broker_commands; add_broker_commands(sub)  # seqctl broker, seqctl produce
 
 
 def main(argv: list[str] | None = None) -> int:

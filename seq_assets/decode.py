@@ -38,12 +38,12 @@ class Decoded:
 def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.Series]:
     """Parse every value as a JSON object of strings; returns (fields, parsed_ok mask).
 
-    A first vectorized pass marks what is not a JSON object (it yields null instead of raising),
-    so the bulk decode normally runs once over the whole batch. Should the decoder still refuse
-    something the first pass let through, the batch is split in halves until it is isolated.
+    A nearly free first pass marks what cannot be a JSON object (not ``{...}``: truncated records
+    are the common case), so the bulk decode normally runs once over the whole batch. Should the
+    decoder still refuse something, the batch is split in halves until the culprit is isolated.
     """
-    probe = values.str.json_path_match("$")
-    is_object = (probe.is_not_null() & probe.str.starts_with("{")).fill_null(False)
+    trimmed = values.str.strip_chars()
+    is_object = (trimmed.str.starts_with("{") & trimmed.str.ends_with("}")).fill_null(False)
     cleaned = values.to_frame("v").select(pl.when(is_object).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series()
 
     def parse(s: pl.Series) -> pl.Series | None:
