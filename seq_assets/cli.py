@@ -156,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_runtime_commands(sub) -> None:
-    """Commands of the streaming and serving runtimes register here as they land."""
-    from seq_assets.broker import add_broker_commands; add_broker_commands(sub)  # seqctl broker, seqctl produce
+    """Commands of the streaming and serving runtimes: broker, produce, serve."""
+    from seq_assets.broker import add_broker_commands
+    from seq_assets.serving.app import add_serve_command
+
+    add_broker_commands(sub)  # seqctl broker, seqctl produce
+    add_serve_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

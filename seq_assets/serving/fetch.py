@@ -1,0 +1,122 @@
+"""Stage 1, fetch: a user's events from the closed snapshot plus everything indexed since.
+
+The snapshot is the newest closed partition of ``sequences/<feature>`` held as flat numpy
+columns with per-user offsets, so a fetch is a binary search and a few zero-copy slices. Events
+indexed after it (from ``events/`` and from the stream tail) are kept per user in ``FreshEvents``
+and merged by the filter stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+import numpy as np
+import polars as pl
+
+from seq_assets.compiled import Compiled
+from seq_assets.lake import Lake
+from seq_assets.serving.columns import Events, frame_to_events
+
+
+class Snapshot:
+    """One closed ``sequences/`` partition, flattened: user ``i`` owns rows offsets[i]:offsets[i+1]."""
+
+    def __init__(self, day: date | None, user_ids: np.ndarray, offsets: np.ndarray, events: Events):
+        self.day, self.user_ids, self.offsets, self.events = day, user_ids, offsets, events
+
+    @classmethod
+    def empty(cls, fields: list[str], schema: dict) -> "Snapshot":
+        df = pl.DataFrame(schema={f: schema[f].inner for f in fields})
+        return cls(None, np.zeros(0, np.int64), np.zeros(1, np.int64), frame_to_events(df, fields))
+
+    @classmethod
+    def load(cls, lake: Lake, table: str, day: date, fields: list[str]) -> "Snapshot":
+        seqs = lake.read("sequences", table, days=[day], columns=["user_id", *fields]).sort("user_id")
+        lengths = seqs.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = seqs.select(fields).explode(fields, empty_as_null=False) if seqs.height else seqs.select(fields)
+        return cls(day, seqs.get_column("user_id").to_numpy(), offsets, frame_to_events(flat, fields))
+
+    def slice(self, user_id: int) -> Events:
+        i = int(np.searchsorted(self.user_ids, user_id))
+        if i >= len(self.user_ids) or self.user_ids[i] != user_id:
+            return self.events.take(slice(0, 0))
+        return self.events.take(slice(int(self.offsets[i]), int(self.offsets[i + 1])))
+
+    @property
+    def users(self) -> int:
+        return len(self.user_ids)
+
+
+class FreshEvents:
+    """Events indexed after the snapshot day, per user, newest first, one row per event id."""
+
+    def __init__(self, fields: list[str]):
+        self.fields = fields
+        self.frame: pl.DataFrame | None = None
+        self.by_user: dict[int, Events] = {}
+        self.newest_ts: int | None = None
+
+    def add(self, df: pl.DataFrame) -> int:
+        """Add events (any users); returns how many were new."""
+        if df.is_empty():
+            return 0
+        df = df.select("user_id", *self.fields)
+        before = 0 if self.frame is None else self.frame.height
+        merged = df if self.frame is None else pl.concat([self.frame, df], how="vertical_relaxed")
+        merged = merged.unique(subset=["event_id"], keep="first", maintain_order=True)
+        added = merged.height - before
+        if added == 0:
+            return 0
+        self.frame = merged
+        touched = df.get_column("user_id").unique()
+        part = merged.filter(pl.col("user_id").is_in(touched.implode())).sort(
+            ["user_id", "ts", "event_id"], descending=[False, True, False])
+        for (uid,), g in part.group_by("user_id", maintain_order=True):
+            self.by_user[int(uid)] = frame_to_events(g, self.fields)
+        ts_max = int(df.get_column("ts").max())
+        self.newest_ts = ts_max if self.newest_ts is None else max(self.newest_ts, ts_max)
+        return added
+
+    def drop_held(self, snapshot: "Snapshot") -> None:
+        """Forget events a newer snapshot now holds; late events it does not hold yet stay."""
+        if self.frame is None or snapshot.day is None:
+            return
+        held = pl.Series("event_id", snapshot.events.cols["event_id"], dtype=pl.String)
+        keep = self.frame.filter(~pl.col("event_id").is_in(held.implode()))
+        self.frame, self.by_user, self.newest_ts = None, {}, None
+        self.add(keep)
+
+    def get(self, user_id: int) -> Events | None:
+        return self.by_user.get(user_id)
+
+
+class FeatureStore:
+    """Everything one feature serves from: the snapshot and the fresh events, swapped atomically."""
+
+    def __init__(self, compiled: Compiled, table: str, lake: Lake):
+        self.compiled, self.table, self.lake = compiled, table, lake
+        self.feature = compiled.features[table]
+        self.fields = compiled.stored_fields(self.feature)
+        schema = compiled.sequence_schema(self.feature)
+        self.snapshot = Snapshot.empty(self.fields, schema)
+        self.fresh = FreshEvents(self.fields)
+        self.lock = threading.Lock()
+
+    def load_snapshot(self, day: date) -> None:
+        snap = Snapshot.load(self.lake, self.table, day, self.fields)
+        with self.lock:
+            self.snapshot = snap
+            self.fresh.drop_held(snap)
+
+    def add_fresh(self, events: pl.DataFrame) -> int:
+        """Add indexed events of any event type; those of other features are ignored."""
+        events = events.filter(pl.col("event_type").is_in(self.feature["event_types"]))
+        with self.lock:
+            return self.fresh.add(events)
+
+    def fetch(self, user_id: int) -> tuple[Events, Events | None]:
+        """The user's snapshot slice (newest first) and fresh events (newest first, or None)."""
+        with self.lock:
+            return self.snapshot.slice(user_id), self.fresh.get(user_id)
