@@ -21,12 +21,20 @@ DEAD_LETTER_SCHEMA = {
     "kafka_offset": pl.Int64,
     "origin": pl.String,
     "record_id": pl.String,
+    "arrival_date": pl.Date,
+    "arrived_at": pl.Datetime("us", "UTC"),
     "ingested_at": pl.Datetime("us", "UTC"),
     "date": pl.Date,
 }
 # Provenance columns a caller may pass alongside the values; kept on raw rows and dead letters.
-META_SCHEMA = {"kafka_partition": pl.Int32, "kafka_offset": pl.Int64, "origin": pl.String, "record_id": pl.String}
-# An optional ``arrival_date`` meta column dates dead letters whose event time did not parse.
+META_SCHEMA = {
+    "kafka_partition": pl.Int32,
+    "kafka_offset": pl.Int64,
+    "origin": pl.String,  # "batch" (landing files) or "kafka"
+    "record_id": pl.String,  # where the record came from: topic:partition:offset, or batch:file:line
+    "arrival_date": pl.Date,  # UTC day the record was delivered; also dates dead letters without a time
+    "arrived_at": pl.Datetime("us", "UTC"),  # delivery time when known (Kafka record timestamp)
+}
 
 
 @dataclass
@@ -118,7 +126,7 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
     frame = frame.with_columns(pl.from_epoch(pl.col(ts), time_unit="ms").dt.date().alias("date"))
     now = pl.lit(ingested_at).cast(pl.Datetime("us", "UTC"))
     # A dead letter is dated by its event time when that parsed, else by the day it arrived.
-    fallback = pl.col("arrival_date") if "arrival_date" in meta.columns else pl.lit(ingested_at.date())
+    fallback = pl.coalesce(pl.col("arrival_date"), pl.lit(ingested_at.date()))
     dead = frame.filter(pl.col("reason").is_not_null()).select(
         "value", "reason", *META_SCHEMA, now.alias("ingested_at"),
         pl.coalesce(pl.col("date"), fallback).alias("date"),

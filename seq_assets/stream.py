@@ -3,7 +3,7 @@
 A micro-batch is defined by its offset ranges alone, so re-running it reads the same records.
 Delivery is at least once; rows are exactly once because every write inserts only unseen keys
 (``event_id`` for raw and events, the Kafka coordinates for dead letters). The order of writes is
-raw, then dead letters, then events: a run killed in between is simply run again.
+dead letters, the late-arrival metric, raw, then events: a run killed in between is simply run again.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def decode_chunk(engine: Engine, source: str, records: pl.DataFrame, now: dateti
     meta = records.select(
         "kafka_partition", "kafka_offset", pl.lit(STREAM_ORIGIN).alias("origin"),
         pl.format("{}:{}:{}", pl.lit(topic), pl.col("kafka_partition"), pl.col("kafka_offset")).alias("record_id"),
-        pl.lit(now.date()).alias("arrival_date"),
+        pl.from_epoch(pl.col("kafka_ts"), time_unit="ms").dt.date().fill_null(now.date()).alias("arrival_date"),
+        pl.from_epoch(pl.col("kafka_ts"), time_unit="ms").dt.replace_time_zone("UTC").alias("arrived_at"),
     )
     return engine.decode(source, records.get_column("value"), meta)
 
@@ -141,13 +142,18 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
         res.dead_letters = lake.insert_unseen("dead_letter", source, dead, key="record_id").inserted or 0
         res.days["dead_letter/" + source] = sorted(dead.get_column("date").unique().to_list())
 
-    valid = decoded.valid.unique(subset=[src["event_id_field"]], keep="first", maintain_order=True)
+    eid = src["event_id_field"]
+    valid = decoded.valid.unique(subset=[eid], keep="first", maintain_order=True)
     if valid.height:
-        res.raw_inserted = lake.insert_unseen("raw", source, valid, key=src["event_id_field"]).inserted or 0
-        res.days["raw/" + source] = sorted(valid.get_column("date").unique().to_list())
         # A closed day is any day before today (UTC): its events are late and are counted, not dropped.
-        late = valid.filter(pl.col("date") < now.date()).group_by("date").len()
+        # Only events raw/ does not hold yet are late arrivals (a re-delivery is not), so the metric
+        # is counted and recorded before raw/ is written: a re-run finds it under the same batch id.
+        late = _not_in_raw(lake, source, eid, valid.filter(pl.col("date") < now.date())).group_by("date").len()
         res.late_by_day = {d: int(n) for d, n in late.iter_rows()}
+        if res.late_by_day:
+            record_late_arrivals(engine, source, batch_id, res.late_by_day, now)
+        res.raw_inserted = lake.insert_unseen("raw", source, valid, key=eid).inserted or 0
+        res.days["raw/" + source] = sorted(valid.get_column("date").unique().to_list())
 
     result = engine.index(source, valid, LakeContext(lake), ingested_at=now)
     for et, events in result.events.items():
@@ -155,10 +161,19 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
         res.events_inserted[et] = info.inserted or 0
         if events.height:
             res.days["events/" + et] = sorted(events.get_column("date").unique().to_list())
-    if res.late_by_day:
-        record_late_arrivals(engine, source, batch_id, res.late_by_day, now)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _not_in_raw(lake, source: str, eid: str, rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows whose event id ``raw/<source>`` does not hold yet (looked up in their days only)."""
+    if rows.is_empty():
+        return rows
+    lf = lake.scan("raw", source, days=rows.get_column("date").unique().to_list(), columns=[eid])
+    if lf is None:
+        return rows
+    known = lf.filter(pl.col(eid).is_in(rows.get_column(eid).implode())).collect().get_column(eid)
+    return rows.filter(~pl.col(eid).is_in(known.implode()))
 
 
 LATE_TABLE = "late_arrivals"
