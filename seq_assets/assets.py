@@ -12,6 +12,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from seq_assets import quality
 from seq_assets.compiled import Compiled
 from seq_assets.engine import LakeContext
 from seq_assets.metadata import preview_md, table_metadata
@@ -103,9 +104,24 @@ def enrichment_asset(compiled: Compiled, name: str) -> dg.AssetsDefinition:
     return _enrichment
 
 
+EVENT_CHECKS = ("schema_matches_definition", "event_id_unique", "complete_vs_raw", "enrichment_coverage")
+SEQUENCE_CHECKS = ("schema_matches_definition", "sequence_invariants")
+
+
+def _check_result(asset_key: dg.AssetKey, name: str, outcomes: list[tuple[date, quality.Outcome]]) -> dg.AssetCheckResult:
+    """One result for a run's days: it passes when every day passes; metadata of the last day."""
+    failed = [(d, o) for d, o in outcomes if not o.passed]
+    last = outcomes[-1][1]
+    meta = {k: v for k, v in last.metadata.items() if isinstance(v, (int, float))}
+    meta["failed_days"] = ", ".join(str(d) for d, _ in failed) or "none"
+    desc = "; ".join(f"{d}: {o.description}" for d, o in failed) if failed else last.description
+    return dg.AssetCheckResult(asset_key=asset_key, check_name=name, passed=not failed, metadata=meta,
+                               description=desc[:2000], severity=dg.AssetCheckSeverity.ERROR)
+
+
 def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
     event_types = compiled.event_types_of(source)
-    specs = []
+    specs, checks = [], []
     for et in event_types:
         lookups = [e for e in et["enrichments"] if compiled.enrichments[e]["kind"] == "lookup"]
         specs.append(dg.AssetSpec(
@@ -116,10 +132,13 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
             description=f"{et['name']}: {et.get('description', '')} Enriched with {', '.join(et['enrichments']) or 'nothing'}.",
             metadata={"definition_hash": et["hash"], "late_arrival_days": et["late_arrival_days"]},
         ))
+        # Blocking: a broken events partition must not be assembled into sequences.
+        checks += [dg.AssetCheckSpec(name, asset=key("events", et["name"]), blocking=True) for name in EVENT_CHECKS]
 
     @dg.multi_asset(
         name=f"events__{source}",
         specs=specs,
+        check_specs=checks,
         partitions_def=DAILY,
         backfill_policy=SINGLE_RUN,
         can_subset=True,
@@ -127,20 +146,30 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
     def _events(context: dg.AssetExecutionContext, lake: LakeResource):
         engine = lake.engine()
         selected = [k.path[1] for k in context.selected_asset_keys]
+        wanted_checks = {(c.asset_key.path[1], c.name) for c in context.selected_asset_check_keys}
         rows = {et: 0 for et in selected}
         days = partition_days(context)
         ctx = LakeContext(engine.lake)
+        outcomes: dict[tuple[str, str], list] = {}
         last: dict[str, pl.DataFrame] = {}
         for day in days:
-            for et, df in engine.index_batch_day(source, day, selected, ctx).items():
-                rows[et] += df.height
-                last[et] = df
+            engine.index_batch_day(source, day, selected, ctx)
+            raw, _ = engine.raw_day(source, day)
+            for et in selected:
+                written = engine.lake.read("events", et, days=[day])
+                written = written if written is not None else pl.DataFrame(schema=compiled.event_schema(et))
+                rows[et] += written.height
+                last[et] = written
+                outcomes.setdefault((et, "event_id_unique"), []).append((day, quality.uniqueness(written)))
+                outcomes.setdefault((et, "complete_vs_raw"), []).append(
+                    (day, quality.completeness(compiled, et, raw, written, engine.lake, day)))
+                outcomes.setdefault((et, "enrichment_coverage"), []).append((day, quality.coverage(compiled, et, written)))
         for et in selected:
+            outcomes[(et, "schema_matches_definition")] = [
+                (days[-1], quality.table_schema_drift(engine.lake, "events", et, compiled.event_schema(et)))]
             df = last.get(et, pl.DataFrame())
-            coverage = {
-                f"coverage_{c}": dg.MetadataValue.float(float(df.get_column(c).is_not_null().mean() or 0.0))
-                for c in compiled.event_schema(et) if c in _enrichment_columns(compiled, et) and df.height
-            }
+            done = outcomes[(et, "complete_vs_raw")][-1][1].metadata
+            cov = outcomes[(et, "enrichment_coverage")][-1][1].metadata
             yield dg.MaterializeResult(
                 asset_key=key("events", et),
                 metadata=table_metadata(
@@ -148,9 +177,13 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
                     rows=dg.MetadataValue.int(rows[et]),
                     users=dg.MetadataValue.int(df.get_column("user_id").n_unique() if df.height else 0),
                     days=_day_label(days),
-                    **coverage,
+                    completeness=dg.MetadataValue.float(float(done["completeness"])),
+                    late_arrivals=dg.MetadataValue.int(int(done.get("late_arrivals", 0))),
+                    **{k: dg.MetadataValue.float(v) for k, v in cov.items() if k.startswith("coverage_")},
                     preview=preview_md(df.drop("item_embedding", strict=False)),
                 ),
+                check_results=[_check_result(key("events", et), name, outcomes[(et, name)])
+                               for name in EVENT_CHECKS if (et, name) in wanted_checks],
             )
 
     return _events
@@ -167,8 +200,17 @@ def _enrichment_columns(compiled: Compiled, event_type: str) -> set[str]:
 def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     f = compiled.features[table]
 
+    checks = [dg.AssetCheckSpec(name, asset=key("sequences", table), blocking=True) for name in SEQUENCE_CHECKS]
+    predecessor = f"{f['name']}_v{f['version'] - 1}"
+    shadow = f"shadow_vs_v{f['version'] - 1}" if predecessor in compiled.features else None
+    if shadow:
+        # A new version is compared with the one it replaces, day by day (informational, not blocking).
+        checks.append(dg.AssetCheckSpec(shadow, asset=key("sequences", table), blocking=False,
+                                        description=f"Shadow comparison against {predecessor}"))
+
     @dg.asset(
         key=key("sequences", table),
+        check_specs=checks,
         group_name="sequences",
         partitions_def=DAILY,
         backfill_policy=SINGLE_RUN,
@@ -183,10 +225,19 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     def _sequences(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         engine = lake.engine()
         seqs = pl.DataFrame()
-        for day in partition_days(context):
+        days = partition_days(context)
+        invariants = []
+        for day in days:
             seqs = engine.build_sequences_day(table, day)
             engine.write_sequences_day(table, day, seqs)
+            written = engine.lake.read("sequences", table, days=[day])
+            invariants.append((day, quality.sequence_invariants(f, written, day)))
             context.log.info(f"{table} {day}: {seqs.height} users")
+        drift = [(days[-1], quality.table_schema_drift(engine.lake, "sequences", table, compiled.sequence_schema(f)))]
+        check_results = [_check_result(key("sequences", table), "sequence_invariants", invariants),
+                         _check_result(key("sequences", table), "schema_matches_definition", drift)]
+        if shadow:
+            check_results.append(_shadow_result(engine.lake, predecessor, table, days, shadow))
         lengths = seqs.get_column("event_id").list.len() if seqs.height else pl.Series([0])
         return dg.MaterializeResult(metadata=table_metadata(
             engine.lake.stats("sequences", table),
@@ -197,9 +248,29 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
             users_at_cap=dg.MetadataValue.int(int((lengths >= f["max_length"]).sum())),
             preview=preview_md(seqs.select("user_id", "date", "event_id", "event_type", "ts").with_columns(
                 pl.col("event_id", "event_type", "ts").list.head(3))) if seqs.height else "empty",
-        ))
+        ), check_results=check_results)
 
     return _sequences
+
+
+def _shadow_result(lake, baseline: str, candidate: str, days: list[date], name: str) -> dg.AssetCheckResult:
+    from seq_assets.compare import compare, format_report
+
+    have = lake.scan("sequences", baseline)
+    base_days = set() if have is None else set(have.select(pl.col("date").unique()).collect().get_column("date").to_list())
+    common = [d for d in days if d in base_days]
+    if not common:
+        return dg.AssetCheckResult(asset_key=key("sequences", candidate), check_name=name, passed=True,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"{baseline} has no partition for {_day_label(days)}: nothing to compare")
+    reports = compare(lake, baseline, candidate, common)
+    last = reports[-1]
+    return dg.AssetCheckResult(
+        asset_key=key("sequences", candidate), check_name=name, passed=True, severity=dg.AssetCheckSeverity.WARN,
+        metadata={**{k: dg.MetadataValue.float(v) for k, v in last.metadata().items()},
+                  "report": dg.MetadataValue.md("```\n" + format_report(baseline, candidate, reports) + "\n```")},
+        description=f"exact match {last.exact_match_rate:.1%}, overlap {last.mean_overlap:.1%} on {last.day}",
+    )
 
 
 def build_assets(compiled: Compiled) -> list[dg.AssetsDefinition]:

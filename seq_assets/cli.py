@@ -113,6 +113,18 @@ def cmd_materialize(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from seq_assets.compare import compare, format_report
+    from seq_assets.lake import Lake
+
+    days = _days(args) if (args.start or args.end) else None
+    reports = compare(Lake(), args.baseline, args.candidate, days)
+    print(format_report(args.baseline, args.candidate, reports))
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"day": r.day.isoformat(), **r.metadata()} for r in reports], indent=2))
+    return 0
+
+
 # ---- entry -----------------------------------------------------------------------------------
 
 
@@ -150,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--groups", nargs="*", help="only these asset groups (raw, enrichments, events, sequences)")
     m.add_argument("--record", action="store_true", help="record the runs in DAGSTER_HOME so the UI shows them")
     m.set_defaults(fn=cmd_materialize)
+
+    cmp_ = sub.add_parser("compare", help="shadow comparison of two sequence tables (feature versions or a Delta path)")
+    cmp_.add_argument("baseline", help="e.g. engagements_v1, or the path of an external sequence table")
+    cmp_.add_argument("candidate", help="e.g. engagements_v2")
+    cmp_.add_argument("--start", help="first day (default: every day both tables have)")
+    cmp_.add_argument("--end", help="last day")
+    cmp_.add_argument("--json", help="also write the figures as JSON to this file")
+    cmp_.set_defaults(fn=cmd_compare, days=1, include_today=False)
 
     _add_runtime_commands(sub)
     return p
