@@ -119,9 +119,15 @@ class Engine:
         if not files:
             empty = self.decode(source, pl.Series("value", [], dtype=pl.String))
             return empty, files
-        lines = pl.read_lines(files, name="value", include_file_paths="_file").with_columns(
-            pl.int_range(pl.len()).over("_file").alias("_line"))
-        arrival = pl.col("_file").str.extract(r"arrival_date=(\d{4}-\d{2}-\d{2})").str.to_date()
+        parts = []
+        for path in files:
+            # One file at a time: its arrival day and name are constants, its line number the index.
+            name = "/".join(path.rsplit("/", 2)[-2:])
+            arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
+            parts.append(pl.read_lines(path, name="value", row_index_name="_line").with_columns(
+                pl.lit(arrived).alias("_arrival"), pl.lit(name).alias("_file")))
+        lines = pl.concat(parts)
+        arrival = pl.col("_arrival")
         # Cheap pre-selection before the JSON parse: a regex finds the event time, so only records
         # of this day, records whose time it cannot read, and everything that arrived today are
         # decoded, not the whole horizon. (A record that fails to decode is dated by its arrival
@@ -134,7 +140,7 @@ class Engine:
         )
         meta = lines.select(
             pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"),
-            pl.format("batch:{}:{}", pl.col("_file").str.extract(r"([^/]+/[^/]+)$"), pl.col("_line")).alias("record_id"),
+            pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
         )
         decoded = self.decode(source, lines.get_column("value"), meta)
         decoded.valid = decoded.valid.filter(pl.col("date") == day)
