@@ -182,6 +182,9 @@ def _add_runtime_commands(sub) -> None:
 
     add_broker_commands(sub)  # seqctl broker, seqctl produce
     add_serve_command(sub)
+    from seq_assets.analysis_cli import add_analysis_commands
+
+    add_analysis_commands(sub)  # seqctl sql, seqctl show, seqctl report
 
 
 def main(argv: list[str] | None = None) -> int:

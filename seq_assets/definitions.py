@@ -23,4 +23,6 @@ def defs() -> dg.Definitions:
     )
     from sensors.definitions import sensor_defs
 
-    return dg.Definitions.merge(batch, sensor_defs(compiled))
+    from seq_assets.analysis import analysis_defs
+
+    return dg.Definitions.merge(batch, sensor_defs(compiled), analysis_defs(compiled))

@@ -20,7 +20,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from seq_assets import config
 
-KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics")
+KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics", "analysis")
 _RETRIES = 8
 
 

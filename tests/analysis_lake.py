@@ -1,0 +1,104 @@
+"""A small lake for the SQL and analysis tests, built once per session through the real batch path.
+
+Demo data for 2026-03-01..03, one real Dagster run of the batch graph per day, then a few stream
+rows added to raw/ (with Kafka arrival times, one of them two days late) and late-arrival metrics
+recorded the way the stream records them, so every table kind and both origins are present.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
+SOURCE = "user_engagements"
+STREAM_ROWS = 20
+LATE_RECORDED = {date(2026, 3, 2): 3, date(2026, 3, 3): 1}
+_ENV = ("SEQ_LAKE_URI", "SEQ_LANDING_DIR", "SEQ_DEFS_DIR")
+_CACHE: dict[str, "AnalysisLake"] = {}
+
+
+@dataclass
+class AnalysisLake:
+    root: Path
+    landing: Path
+    lake: Path
+
+    def env(self) -> dict[str, str]:
+        return {"SEQ_LAKE_URI": str(self.lake), "SEQ_LANDING_DIR": str(self.landing)}
+
+
+@contextmanager
+def lake_env(al: AnalysisLake):
+    saved = {k: os.environ.get(k) for k in _ENV}
+    os.environ.update(al.env())
+    os.environ.pop("SEQ_DEFS_DIR", None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _add_stream_rows(lake) -> None:
+    import polars as pl
+
+    from seq_assets.compiled import load_compiled
+    from seq_assets.engine import Engine
+    from seq_assets.stream import record_late_arrivals
+
+    day = DAYS[-1]
+    raw = lake.read("raw", SOURCE, days=[day]).filter(~pl.col("is_bot")).sort("event_id").head(STREAM_ROWS)
+    # lag (ms) of each row: 1.5 min steps, the last one two days late
+    lag = pl.Series("lag", [(i + 1) * 90_000 for i in range(raw.height - 1)] + [2 * 86_400_000 + 60_000], dtype=pl.Int64)
+    arrived = pl.from_epoch(pl.col("ts") + lag, time_unit="ms").dt.replace_time_zone("UTC")
+    stream = raw.with_columns(
+        ("s-" + pl.col("event_id")).alias("event_id"),
+        pl.lit("kafka").alias("origin"),
+        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+        pl.int_range(0, raw.height, dtype=pl.Int64).alias("kafka_offset"),
+        pl.format("{}:0:{}", pl.lit(SOURCE), pl.int_range(0, raw.height)).alias("record_id"),
+        arrived.cast(pl.Datetime("us", "UTC")).alias("arrived_at"),
+        arrived.dt.date().alias("arrival_date"),
+    )
+    lake.insert_unseen("raw", SOURCE, stream, key="event_id")
+    record_late_arrivals(Engine(load_compiled(), lake), SOURCE, "test-batch-1", LATE_RECORDED,
+                         datetime(2026, 3, 5, 12, tzinfo=timezone.utc))
+
+
+def build(tmp_path_factory) -> AnalysisLake:
+    if "lake" in _CACHE:
+        return _CACHE["lake"]
+    import dagster as dg
+
+    from seq_assets.assets import build_assets
+    from seq_assets.compiled import load_compiled
+    from seq_assets.demo_data import DemoSpec, write_demo_data
+    from seq_assets.lake import Lake
+    from seq_assets.resources import LakeResource
+
+    root = tmp_path_factory.mktemp("analysis_lake")
+    al = AnalysisLake(root, root / "landing", root / "lake")
+    write_demo_data(DemoSpec(users=150, days=3, events=6000, end_date=DAYS[-1]), al.landing)
+    with lake_env(al):
+        for d in DAYS:
+            result = dg.materialize(build_assets(load_compiled()), partition_key=d.isoformat(),
+                                    resources={"lake": LakeResource()})
+            assert result.success, f"materialize {d} failed"
+        _add_stream_rows(Lake(str(al.lake)))
+    _CACHE["lake"] = al
+    return al
+
+
+def end_of_day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000) + 86_400_000
+
+
+def days_before(day: date, n: int) -> date:
+    return day - timedelta(days=n)
