@@ -8,7 +8,7 @@ import dagster as dg
 from seq_assets.compiled import Compiled
 from seq_assets.partitions import DAILY
 
-BATCH_SELECTION = dg.AssetSelection.groups("raw", "enrichments", "events", "sequences")
+BATCH_SELECTION = dg.AssetSelection.groups("raw", "enrichments", "events", "sequences", "analysis")
 daily_batch_job = dg.define_asset_job("daily_batch", selection=BATCH_SELECTION, partitions_def=DAILY)
 
 

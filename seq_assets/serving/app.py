@@ -186,12 +186,16 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
     async def handle(request: Request, endpoint: str, feature: str, work) -> Response:
         t0 = time.perf_counter()
         tenant_name = "unknown"
+        # The feature label is a known table name (or "unknown"), never the client's text: a label
+        # per path a client makes up would grow the registry without bound.
+        label = "-" if not feature else (feature if feature in service.stores else "unknown")
         status = 200
         try:
             tenant = tenants.authenticate(request.headers.get("x-api-key"))
             tenant_name = tenant.name
             if feature:
                 store = service.store(feature)
+                label = store.table
                 if not tenant.may_read(store.table, store.feature["name"]):
                     raise RequestError(403, f"tenant {tenant.name!r} may not read feature {store.table!r}")
                 feature = store.table
@@ -200,8 +204,11 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         except RequestError as e:
             status = e.status
             return _json({"error": e.message, "status": e.status}, e.status)
+        except Exception:
+            status = 500  # counted as the error it is, then answered by Starlette's 500
+            raise
         finally:
-            labels = (endpoint, feature or "-", tenant_name)
+            labels = (endpoint, label, tenant_name)
             metrics.latency.labels(*labels).observe(time.perf_counter() - t0)
             metrics.requests.labels(*labels, str(status)).inc()
             if status >= 400:
@@ -221,6 +228,8 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
                 user_id = int(raw)
             except ValueError:
                 raise RequestError(400, f"user_id must be an integer, got {raw!r}") from None
+            if not -(2**63) <= user_id < 2**63:
+                raise RequestError(400, f"user_id {raw} is out of range (a 64-bit integer)")
             opts = options(request, tenant)
             req = service.parse(feature, **opts)
             return await scheduler.submit(tenant, lambda: service.run(req, user_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +34,13 @@ class Events:
         return Events(cols, valid)
 
 
-def column_to_numpy(s: pl.Series) -> tuple[np.ndarray, np.ndarray | None]:
+def column_to_numpy(s: pl.Series, width: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A polars column as numpy plus a validity mask (None when it has no nulls).
 
     Strings become object arrays whose entries share one Python object per distinct value, and
     embedding lists become a 2-D float array, so a million events cost megabytes, not gigabytes.
+    ``width`` is the declared length of a fixed-size list column: without it the width is read off
+    the data, which says 0 when every value is null.
     """
     valid = s.is_not_null().to_numpy() if s.null_count() else None
     dtype = s.dtype
@@ -47,7 +50,7 @@ def column_to_numpy(s: pl.Series) -> tuple[np.ndarray, np.ndarray | None]:
         vocab = np.array(distinct.to_list() + [None], dtype=object)
         return vocab[codes], valid
     if isinstance(dtype, pl.List):
-        width = int(s.list.len().max() or 0)
+        width = width if width is not None else int(s.list.len().max() or 0)
         filled = s.fill_null(pl.lit([0.0] * width, dtype=dtype)) if valid is not None else s
         arr = filled.list.to_array(width).to_numpy() if width else np.zeros((len(s), 0), dtype=np.float32)
         return np.ascontiguousarray(arr), valid
@@ -58,10 +61,21 @@ def column_to_numpy(s: pl.Series) -> tuple[np.ndarray, np.ndarray | None]:
     return s.to_numpy(), valid
 
 
-def frame_to_events(df: pl.DataFrame, fields: list[str]) -> Events:
+def list_widths(compiled) -> dict[str, int]:
+    """Declared lengths of the fixed-size list columns of enrichments (``list<float32>[32]`` -> 32)."""
+    out = {}
+    for e in compiled.enrichments.values():
+        for c, t in (e.get("columns") or {}).items():
+            m = re.fullmatch(r"list<\w+>\[(\d+)\]", str(t))
+            if m:
+                out[c] = int(m.group(1))
+    return out
+
+
+def frame_to_events(df: pl.DataFrame, fields: list[str], widths: dict[str, int] | None = None) -> Events:
     cols, valid = {}, {}
     for f in fields:
-        arr, v = column_to_numpy(df.get_column(f))
+        arr, v = column_to_numpy(df.get_column(f), (widths or {}).get(f))
         cols[f] = arr
         if v is not None:
             valid[f] = v

@@ -16,7 +16,7 @@ import polars as pl
 
 from seq_assets.compiled import Compiled
 from seq_assets.lake import Lake
-from seq_assets.serving.columns import Events, frame_to_events
+from seq_assets.serving.columns import Events, frame_to_events, list_widths
 
 
 class Snapshot:
@@ -26,17 +26,18 @@ class Snapshot:
         self.day, self.user_ids, self.offsets, self.events = day, user_ids, offsets, events
 
     @classmethod
-    def empty(cls, fields: list[str], schema: dict) -> "Snapshot":
+    def empty(cls, fields: list[str], schema: dict, widths: dict[str, int] | None = None) -> "Snapshot":
         df = pl.DataFrame(schema={f: schema[f].inner for f in fields})
-        return cls(None, np.zeros(0, np.int64), np.zeros(1, np.int64), frame_to_events(df, fields))
+        return cls(None, np.zeros(0, np.int64), np.zeros(1, np.int64), frame_to_events(df, fields, widths))
 
     @classmethod
-    def load(cls, lake: Lake, table: str, day: date, fields: list[str]) -> "Snapshot":
+    def load(cls, lake: Lake, table: str, day: date, fields: list[str],
+             widths: dict[str, int] | None = None) -> "Snapshot":
         seqs = lake.read("sequences", table, days=[day], columns=["user_id", *fields]).sort("user_id")
         lengths = seqs.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = seqs.select(fields).explode(fields, empty_as_null=False) if seqs.height else seqs.select(fields)
-        return cls(day, seqs.get_column("user_id").to_numpy(), offsets, frame_to_events(flat, fields))
+        return cls(day, seqs.get_column("user_id").to_numpy(), offsets, frame_to_events(flat, fields, widths))
 
     def slice(self, user_id: int) -> Events:
         i = int(np.searchsorted(self.user_ids, user_id))
@@ -52,8 +53,8 @@ class Snapshot:
 class FreshEvents:
     """Events indexed after the snapshot day, per user, newest first, one row per event id."""
 
-    def __init__(self, fields: list[str]):
-        self.fields = fields
+    def __init__(self, fields: list[str], widths: dict[str, int] | None = None):
+        self.fields, self.widths = fields, widths
         self.frame: pl.DataFrame | None = None
         self.by_user: dict[int, Events] = {}
         self.newest_ts: int | None = None
@@ -74,7 +75,7 @@ class FreshEvents:
         part = merged.filter(pl.col("user_id").is_in(touched.implode())).sort(
             ["user_id", "ts", "event_id"], descending=[False, True, False])
         for (uid,), g in part.group_by("user_id", maintain_order=True):
-            self.by_user[int(uid)] = frame_to_events(g, self.fields)
+            self.by_user[int(uid)] = frame_to_events(g, self.fields, self.widths)
         ts_max = int(df.get_column("ts").max())
         self.newest_ts = ts_max if self.newest_ts is None else max(self.newest_ts, ts_max)
         return added
@@ -100,12 +101,13 @@ class FeatureStore:
         self.feature = compiled.features[table]
         self.fields = compiled.stored_fields(self.feature)
         schema = compiled.sequence_schema(self.feature)
-        self.snapshot = Snapshot.empty(self.fields, schema)
-        self.fresh = FreshEvents(self.fields)
+        self.widths = list_widths(compiled)  # an all-null embedding slice still has the declared width
+        self.snapshot = Snapshot.empty(self.fields, schema, self.widths)
+        self.fresh = FreshEvents(self.fields, self.widths)
         self.lock = threading.Lock()
 
     def load_snapshot(self, day: date) -> None:
-        snap = Snapshot.load(self.lake, self.table, day, self.fields)
+        snap = Snapshot.load(self.lake, self.table, day, self.fields, self.widths)
         with self.lock:
             self.snapshot = snap
             self.fresh.drop_held(snap)
