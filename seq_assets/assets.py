@@ -215,7 +215,8 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
         partitions_def=DAILY,
         backfill_policy=SINGLE_RUN,
         kinds={"delta", "polars"},
-        deps=[key("events", et) for et in f["event_types"]],
+        # The shadow check reads the predecessor's partition of the same day: build that first.
+        deps=[key("events", et) for et in f["event_types"]] + ([key("sequences", predecessor)] if shadow else []),
         owners=[],
         tags={"lifecycle": f["lifecycle"]},
         description=(f"{f['name']} v{f['version']} ({f['lifecycle']}, owner {f['owner']}): last {f['max_length']} "
