@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DefinitionErrors, DefinitionError) as e:
         print(str(e), file=sys.stderr)
         return 2
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # A bad argument (unknown table, day, path): one line, not a traceback.
+        print(f"seqctl {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class DayReport:
             "mean_length_diff": self.mean_length_diff,
             "matched_events": float(self.matched_events),
         }
-        out.update({f"field_match_{k}": v for k, v in self.field_match_rate.items()})
+        out.update({f"field_match_{k}": v for k, v in self.field_match_rate.items() if v == v})
         return out
 
 
@@ -76,7 +76,7 @@ def compare_day(baseline: pl.DataFrame, candidate: pl.DataFrame, day: date) -> D
             same = matched.select((pl.col(f).eq_missing(pl.col(f"{f}__c"))).mean()).item()
             rates[f] = float(same)
         else:
-            rates[f] = 1.0
+            rates[f] = float("nan")  # nothing matched: no evidence either way
     return DayReport(day, baseline.height, candidate.height, len(b_ids), exact / n, overlap / n, edit / n, lendiff / n,
                      matched.height, rates)
 
@@ -108,7 +108,7 @@ def format_report(baseline: str, candidate: str, reports: list[DayReport]) -> st
         fields = sorted({f for r in reports for f in r.field_match_rate})
         for f in fields:
             vals = [r.field_match_rate.get(f, float("nan")) for r in reports]
-            lines.append(f"  {f:<24}" + " ".join(f"{v:>7.1%}" for v in vals))
+            lines.append(f"  {f:<24}" + " ".join(f"{v:>7.1%}" if v == v else f"{'n/a':>7}" for v in vals))
     else:
         lines.append("(no day in common)")
     return "\n".join(lines)

@@ -68,22 +68,45 @@ def compile_registry(registry: Registry) -> dict[str, dict]:
     return compiled
 
 
+def _enrichment_columns(e: dict) -> set[str]:
+    if e["kind"] == "lookup":
+        return set(e["columns"])
+    if e["kind"] == "counter":
+        return {e.get("column") or e["name"]}
+    return set(e["fields"])
+
+
 def _feature_output_hash(feature: dict, by_name: dict[tuple[str, str], dict]) -> str:
+    """A hash of everything that changes the rows a feature produces, and nothing else.
+
+    An enrichment counts only when the feature reads one of its columns: adding an enrichment to an
+    event type (a new column for other readers) leaves the existing features' output, and so their
+    version, alone.
+    """
     enrichments = {k: v for k, v in by_name.items() if k[0] in ("lookup", "counter", "context")}
+    fields = set(feature["fields"])
+    read = {name: e for (kind, name), e in enrichments.items() if _enrichment_columns(e) & fields}
     inputs: dict[str, Any] = {k: v for k, v in feature.items() if k not in _FEATURE_METADATA | {"hash"}}
     parts = []
     for et_name in feature["event_types"]:
         et = by_name[("event_type", et_name)]
         source = by_name[("source", et["source"])]
-        used = [e for (kind, name), e in enrichments.items() if name in et["enrichments"]]
+        used = [read[n] for n in et["enrichments"] if n in read]
+        et_inputs = {k: v for k, v in et.items()
+                     if k not in ("description", "hash", "retention_days", "late_arrival_days", "enrichments")}
+        et_inputs["enrichments"] = [n for n in et["enrichments"] if n in read]
         parts.append({
-            "event_type": {k: v for k, v in et.items() if k not in ("description", "hash", "retention_days")},
+            "event_type": et_inputs,
             "source_schema": source["schema"],
             "enrichments": sorted(
                 ({k: v for k, v in e.items() if k not in ("description", "hash", "min_coverage")} for e in used),
                 key=lambda e: e["name"],
             ),
         })
+    serving = [e for e in read.values() if e.get("stage") == "serving"]
+    inputs["serving_enrichments"] = sorted(
+        ({k: v for k, v in e.items() if k not in ("description", "hash", "min_coverage")} for e in serving),
+        key=lambda e: e["name"])
     inputs["inputs"] = parts
     return content_hash(inputs)
 

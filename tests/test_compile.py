@@ -270,3 +270,22 @@ def test_cli_compile_refuses_invalid_definitions(tmp_path, monkeypatch, capsys):
     rc, _, err = run_compile(monkeypatch, capsys, bad, tmp_path / "out", tmp_path / "lock.json")
     assert rc == 2 and "saves" in err and "window_days" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "lock.json").exists()
+
+
+def test_adding_an_enrichment_no_feature_reads_keeps_the_production_versions(tmp_path, monkeypatch, capsys):
+    """A new column for other readers is schema evolution, not a change of v1's output."""
+    from signal_defs.model import ContextEnrichment
+
+    lock = tmp_path / "lock.json"
+    assert run_compile(monkeypatch, capsys, registry(), tmp_path / "v0", lock)[0] == 0
+    device_ctx = ContextEnrichment(name="device_ctx", fields={"device_ctx": "device"})
+    richer = replace(demo.pin_click, enrichments=(*demo.pin_click.enrichments, "device_ctx"))
+    rc, _, err = run_compile(monkeypatch, capsys, registry((demo.pin_click, richer), add=(device_ctx,)),
+                             tmp_path / "v1", lock)
+    assert rc == 0, err
+    assert json.loads(lock.read_text()) == updated_lock(compile_registry(registry()), {})
+    # Changing what the new enrichment computes does not touch v1 either: v1 does not read it.
+    other = ContextEnrichment(name="device_ctx", fields={"device_ctx": "country"})
+    problems = check_version_lock(compile_registry(registry((demo.pin_click, richer), add=(other,))),
+                                  json.loads(lock.read_text()))
+    assert problems == []
