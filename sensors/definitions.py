@@ -35,6 +35,11 @@ class KafkaResource(dg.ConfigurableResource):
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """True end offset per partition; raises ConnectionError when no broker answers."""
+        return self.topic_state(topic)[0]
+
+    def topic_state(self, topic: str) -> tuple[dict[int, int], str | None]:
+        """(end offset per partition, the topic's id). The id changes when the topic is recreated,
+        e.g. by an in-memory broker that restarted: offsets from before then mean nothing."""
         from kafka import TopicPartition
 
         from seq_assets.broker import end_offsets_exact, kafka_answers, make_offset_probe
@@ -48,7 +53,10 @@ class KafkaResource(dg.ConfigurableResource):
             if not parts:
                 raise LookupError(f"topic {topic!r} does not exist at {bootstrap}")
             tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            return {tp.partition: off for tp, off in end_offsets_exact(probe, tps).items()}
+            ends = {tp.partition: off for tp, off in end_offsets_exact(probe, tps).items()}
+            cluster = getattr(getattr(probe, "_client", None), "cluster", None)
+            topic_id = cluster.topic_id(topic) if cluster is not None and hasattr(cluster, "topic_id") else None
+            return ends, (str(topic_id) if topic_id else None)
         finally:
             probe.close()
 
@@ -135,11 +143,15 @@ def stream_defs(compiled: Compiled, source: str) -> tuple[dg.JobDefinition, dg.S
         state = json.loads(context.cursor) if context.cursor else {}
         offsets = state.get("offsets", {})
         try:
-            ends = kafka.end_offsets(topic)
+            ends, topic_id = kafka.topic_state(topic)
         except (ConnectionError, LookupError) as e:
             return dg.SkipReason(f"skipped: {e}")
         except Exception as e:  # noqa: BLE001 - any client failure is a skipped tick, retried next tick
             return dg.SkipReason(f"skipped: Kafka error {type(e).__name__}: {e}")
+        if topic_id and state.get("topic_id") and state["topic_id"] != topic_id:
+            context.log.warning(f"topic {topic!r} was recreated (id {state['topic_id']} -> {topic_id}); "
+                                "reading it from the start")
+            offsets = {}
         batches, new_offsets, notes = plan_ranges(offsets, ends, max_batch)
         for n in notes:
             context.log.warning(n)
@@ -160,7 +172,7 @@ def stream_defs(compiled: Compiled, source: str) -> tuple[dg.JobDefinition, dg.S
         ]
         return dg.SensorResult(
             run_requests=runs,
-            cursor=json.dumps({"offsets": new_offsets}),
+            cursor=json.dumps({"offsets": new_offsets, "topic_id": topic_id}),
             asset_events=[observation],
             skip_reason=None if runs else "no new records",
         )
