@@ -22,9 +22,9 @@ if $BIN/seqctl --help 2>/dev/null | grep -q " broker"; then
 fi
 
 if [ ! -d "$SEQ_LAKE_URI/sequences" ]; then
-  echo "lake is empty: generating demo data and materializing the last 7 days"
+  echo "lake is empty: generating 7 days of demo history and materializing them"
   $BIN/seqctl demo-data --users 2000 --days 7 --events 200000
-  $BIN/seqctl materialize --days 7 --include-today --record
+  $BIN/seqctl materialize --days 7 --record
 fi
 
 # Live traffic for the stream: a slow, endless demo producer (same shape and faults as demo-data).

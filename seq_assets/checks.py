@@ -33,3 +33,13 @@ def freshness_check(compiled: Compiled, event_type: str) -> dg.AssetChecksDefini
 
 def build_checks(compiled: Compiled) -> list[dg.AssetChecksDefinition]:
     return [freshness_check(compiled, et) for et in compiled.event_types]
+
+
+# Evaluates the checks' automation conditions; on by default so freshness is watched with no clicks.
+quality_automation = dg.AutomationConditionSensorDefinition(
+    "quality_automation",
+    target=dg.AssetSelection.all(include_sources=False),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Runs the freshness checks every five minutes (their automation condition).",
+)

@@ -67,8 +67,9 @@ def cmd_demo_data(args) -> int:
     from seq_assets import config
     from seq_assets.demo_data import DemoSpec, write_demo_data
 
-    spec = DemoSpec(users=args.users, days=args.days, events=args.events, seed=args.seed,
-                    end_date=date.fromisoformat(args.end_date) if args.end_date else None)
+    # History ends with yesterday, a closed day; today belongs to the stream (seqctl produce).
+    end = date.fromisoformat(args.end_date) if args.end_date else config.today_utc() - timedelta(days=1)
+    spec = DemoSpec(users=args.users, days=args.days, events=args.events, seed=args.seed, end_date=end)
     landing = args.landing or config.landing_dir()
     _progress(f"generating {spec.events} events for {spec.users} users over {spec.days} days into {landing}")
     summary = write_demo_data(spec, landing, progress=_progress)
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--days", type=int, default=7)
     g.add_argument("--events", type=int, default=200_000)
     g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--end-date", default=None, help="last event day (default: today, UTC)")
+    g.add_argument("--end-date", default=None, help="last event day (default: yesterday, UTC)")
     g.add_argument("--landing", default=None, help="landing folder (default: SEQ_LANDING_DIR)")
     g.set_defaults(fn=cmd_demo_data)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from seq_assets.assets import build_assets
-from seq_assets.checks import build_checks
+from seq_assets.checks import build_checks, quality_automation
 from seq_assets.compiled import load_compiled
 from seq_assets.resources import LakeResource
 from seq_assets.schedules import build_schedules
@@ -19,6 +19,7 @@ def defs() -> dg.Definitions:
         assets=assets,
         asset_checks=build_checks(compiled),
         schedules=build_schedules(compiled),
+        sensors=[quality_automation],
         resources={"lake": LakeResource()},
     )
     from sensors.definitions import sensor_defs
