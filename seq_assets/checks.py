@@ -38,7 +38,7 @@ def build_checks(compiled: Compiled) -> list[dg.AssetChecksDefinition]:
 # Evaluates the checks' automation conditions; on by default so freshness is watched with no clicks.
 quality_automation = dg.AutomationConditionSensorDefinition(
     "quality_automation",
-    target=dg.AssetSelection.all(include_sources=False),
+    target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description="Runs the freshness checks every five minutes (their automation condition).",
