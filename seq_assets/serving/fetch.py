@@ -13,6 +13,7 @@ from datetime import date
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from seq_assets.compiled import Compiled
 from seq_assets.lake import Lake
@@ -22,8 +23,10 @@ from seq_assets.serving.columns import Events, frame_to_events, list_widths
 class Snapshot:
     """One closed ``sequences/`` partition, flattened: user ``i`` owns rows offsets[i]:offsets[i+1]."""
 
-    def __init__(self, day: date | None, user_ids: np.ndarray, offsets: np.ndarray, events: Events):
+    def __init__(self, day: date | None, user_ids: np.ndarray, offsets: np.ndarray, events: Events,
+                 written_ms: int | None = None):
         self.day, self.user_ids, self.offsets, self.events = day, user_ids, offsets, events
+        self.written_ms = written_ms  # when the partition was written: events indexed later are fresh
 
     @classmethod
     def empty(cls, fields: list[str], schema: dict, widths: dict[str, int] | None = None) -> "Snapshot":
@@ -33,11 +36,15 @@ class Snapshot:
     @classmethod
     def load(cls, lake: Lake, table: str, day: date, fields: list[str],
              widths: dict[str, int] | None = None) -> "Snapshot":
+        t = lake.table("sequences", table)
+        adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
+        written = adds.filter(pl.col("partition.date") == day).get_column("modification_time").max()
         seqs = lake.read("sequences", table, days=[day], columns=["user_id", *fields]).sort("user_id")
         lengths = seqs.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = seqs.select(fields).explode(fields, empty_as_null=False) if seqs.height else seqs.select(fields)
-        return cls(day, seqs.get_column("user_id").to_numpy(), offsets, frame_to_events(flat, fields, widths))
+        return cls(day, seqs.get_column("user_id").to_numpy(), offsets, frame_to_events(flat, fields, widths),
+                   None if written is None else int(written))
 
     def slice(self, user_id: int) -> Events:
         i = int(np.searchsorted(self.user_ids, user_id))

@@ -104,9 +104,12 @@ class SequenceService:
         return closed[-1] if closed else (days[-1] if days else None)
 
     def _poll_events(self) -> None:
-        """Read the ``events/`` files added since the last poll for days after the oldest snapshot."""
+        """Read the ``events/`` files added since the last poll for days after the oldest snapshot, and
+        those added to earlier days after that snapshot was written (late events the stream indexed)."""
         days = [s.snapshot.day for s in self.stores.values()]
         since = min((d for d in days if d is not None), default=None)
+        written = [s.snapshot.written_ms for s in self.stores.values() if s.snapshot.day is not None]
+        written_ms = None if not written or None in written else min(written)
         wanted = {et for s in self.stores.values() for et in s.feature["event_types"]}
         for et in wanted:
             t = self.lake.table("events", et)
@@ -114,7 +117,10 @@ class SequenceService:
                 continue
             adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
             if since is not None and "partition.date" in adds.columns:
-                adds = adds.filter(pl.col("partition.date") > since)
+                later = pl.col("partition.date") > since
+                if written_ms is not None:
+                    later = later | (pl.col("modification_time") > written_ms)
+                adds = adds.filter(later)
             root = t.table_uri.removeprefix("file://").rstrip("/")
             uris = {f"{root}/{p}" for p in adds.get_column("path").to_list()}
             seen = self._lake_files.setdefault(et, set())
