@@ -7,16 +7,22 @@ import numpy as np
 from seq_assets.serving.columns import Events
 
 
-def _value(col: np.ndarray, valid: np.ndarray | None, i: int):
-    if valid is not None and not valid[i]:
-        return None
-    v = col[i]
-    return v if isinstance(v, (str, np.ndarray)) else v.item()
+def _column_values(col: np.ndarray, valid: np.ndarray | None) -> list:
+    """A column as Python values in one vectorized step; embeddings stay numpy rows (orjson
+    writes them as float32, exactly as stored), missing values become None."""
+    if col.ndim == 2:
+        values = list(col)
+    else:
+        values = col.tolist()
+    if valid is not None and not valid.all():
+        for i in np.flatnonzero(~valid).tolist():
+            values[i] = None
+    return values
 
 
 def to_json(events: Events, fields: list[str]) -> list[dict]:
-    cols = [(f, events.cols[f], events.valid.get(f)) for f in fields]
-    return [{f: _value(c, v, i) for f, c, v in cols} for i in range(len(events))]
+    columns = [_column_values(events.cols[f], events.valid.get(f)) for f in fields]
+    return [dict(zip(fields, row)) for row in zip(*columns)]
 
 
 def to_arrays(events: Events, fields: list[str], n: int) -> dict:
