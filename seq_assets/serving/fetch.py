@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from seq_assets.compiled import Compiled
 from seq_assets.lake import Lake
-from seq_assets.serving.columns import Events, frame_to_events, list_widths
+from seq_assets.serving.columns import Events, column_to_numpy, frame_to_events, list_widths
 
 
 class Snapshot:
@@ -39,12 +39,28 @@ class Snapshot:
         t = lake.table("sequences", table)
         adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
         written = adds.filter(pl.col("partition.date") == day).get_column("modification_time").max()
-        seqs = lake.read("sequences", table, days=[day], columns=["user_id", *fields]).sort("user_id")
-        lengths = seqs.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
+        # One column at a time: the nested frame, its flat copy and the numpy form of one field are
+        # alive at once, never those of every field (embeddings dominate the peak memory).
+        # Every read goes through the same table version ``t``, so the columns line up row for row.
+        part = pl.scan_delta(t).filter(pl.col("date") == day)
+        keys = part.select("user_id", fields[0]).collect().with_row_index("_row")
+        keys = keys.sort("user_id")
+        order = keys.get_column("_row")
+        lengths = keys.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        flat = seqs.select(fields).explode(fields, empty_as_null=False) if seqs.height else seqs.select(fields)
-        return cls(day, seqs.get_column("user_id").to_numpy(), offsets, frame_to_events(flat, fields, widths),
-                   None if written is None else int(written))
+        user_ids = keys.get_column("user_id").to_numpy()
+        del keys
+        cols, valid = {}, {}
+        for f in fields:
+            nested = part.select(f).collect().get_column(f).gather(order)
+            flat = nested.explode(empty_as_null=False) if len(nested) else nested.explode()
+            del nested
+            arr, v = column_to_numpy(flat, (widths or {}).get(f))
+            del flat
+            cols[f] = arr
+            if v is not None:
+                valid[f] = v
+        return cls(day, user_ids, offsets, Events(cols, valid), None if written is None else int(written))
 
     def slice(self, user_id: int) -> Events:
         i = int(np.searchsorted(self.user_ids, user_id))
