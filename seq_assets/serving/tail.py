@@ -16,29 +16,65 @@ from datetime import datetime, timezone
 
 import polars as pl
 
+from seq_assets.compiled import polars_type
 from seq_assets.engine import Engine, LakeContext
+from seq_assets.enrichers import _pred_cols, days_between
 from seq_assets.lake import Lake
+from seq_assets.predicates import to_expr
 from seq_assets.stream import decode_chunk
 
 log = logging.getLogger("seqplat.tail")
 
 
 class TailContext(LakeContext):
-    """Enrichment reads for the tail: the lake plus the raw rows the tail has seen but the lake may not."""
+    """Enrichment reads for the tail: the lake plus the raw rows the tail has seen but the lake may not.
 
-    def __init__(self, lake: Lake, recent: pl.DataFrame | None):
+    A tail batch is small and frequent, so counter history is not scanned from ``raw/`` per batch:
+    the rows any counter of the source can count (the OR of their predicates) over the longest
+    counter window are read once, kept in memory, and filtered per batch. The context is renewed
+    every few minutes (``KafkaTail``), which re-reads them.
+    """
+
+    def __init__(self, lake: Lake, compiled, recent: pl.DataFrame | None = None):
         super().__init__(lake)
+        self.cache = None  # small batches: enrichers ask for their users' history, not a shared one
+        self.compiled = compiled
         self.recent = recent
+        self._counted: dict[str, pl.DataFrame] = {}
+
+    def _counted_history(self, source: dict, columns: list[str]) -> pl.DataFrame:
+        name = source["name"]
+        if name not in self._counted:
+            counters = [e for e in self.compiled.enrichments.values()
+                        if e["kind"] == "counter" and e["source"] == name]
+            window = max((e["window_days"] for e in counters), default=0)
+            ts, eid = source["time_field"], source["event_id_field"]
+            cols = sorted({eid, ts, source["user_field"], *columns,
+                           *(k for e in counters for k in e["keys"]), *(c for e in counters for c in _pred_cols(e["counts"]))})
+            now = int(time.time() * 1000)
+            start = now - (window + 1) * 86_400_000
+            lf = self.lake.scan("raw", name, days=days_between(start, now + 86_400_000), columns=cols)
+            if lf is None or not counters:
+                frame = pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+            else:
+                wanted = counters[0]["counts"]
+                expr = to_expr(wanted)
+                for e in counters[1:]:
+                    expr = expr | to_expr(e["counts"])
+                frame = lf.filter(expr & (pl.col(ts) >= start)).unique(subset=[eid], keep="first").collect()
+            self._counted[name] = frame
+        return self._counted[name]
 
     def history(self, source, columns, start_ms, end_ms, users):
-        base = super().history(source, columns, start_ms, end_ms, users)
-        if self.recent is None or self.recent.is_empty():
-            return base
         ts, eid = source["time_field"], source["event_id_field"]
-        extra = self.recent.filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+        base = self._counted_history(source, columns)
+        parts = [base]
+        if self.recent is not None and not self.recent.is_empty():
+            parts.append(self.recent.select(base.columns))
+        frame = pl.concat(parts, how="vertical_relaxed").filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
         if users is not None:
-            extra = extra.filter(pl.col(source["user_field"]).is_in(users.implode()))
-        return pl.concat([base, extra.select(base.columns)], how="vertical_relaxed").unique(subset=[eid], keep="first")
+            frame = frame.filter(pl.col(source["user_field"]).is_in(users.implode()))
+        return frame.unique(subset=[eid], keep="first")
 
 
 class KafkaTail:
@@ -135,7 +171,7 @@ class KafkaTail:
         self.recent[source] = recent.filter(pl.col(src["time_field"]) >= cutoff)
         if self._ctx is None or time.time() - self._ctx_born > 600:
             # Snapshots are cached between batches; a fresh context now and then picks up new ones.
-            self._ctx, self._ctx_born = TailContext(self.service.lake, None), time.time()
+            self._ctx, self._ctx_born = TailContext(self.service.lake, self.service.compiled), time.time()
         self._ctx.recent = self.recent[source]
         result = self.engine.index(source, valid, self._ctx, ingested_at=now)
         added = 0
