@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import polars as pl
 
@@ -26,13 +26,17 @@ from seq_assets.stream import decode_chunk
 log = logging.getLogger("seqplat.tail")
 
 
+def _day_ms(day) -> int:
+    return (day - date(1970, 1, 1)).days * 86_400_000
+
+
 class TailContext(LakeContext):
     """Enrichment reads for the tail: the lake plus the raw rows the tail has seen but the lake may not.
 
     A tail batch is small and frequent, so counter history is not scanned from ``raw/`` per batch:
-    the rows any counter of the source can count (the OR of their predicates) over the longest
-    counter window are read once, kept in memory, and filtered per batch. The context is renewed
-    every few minutes (``KafkaTail``), which re-reads them.
+    the rows any counter of the source can count (the OR of their predicates) over the days a batch
+    asks for are read once, kept in memory, widened when a late event reaches further back, and
+    filtered per batch. The context is renewed every few minutes (``KafkaTail``), which re-reads them.
     """
 
     def __init__(self, lake: Lake, compiled, recent: pl.DataFrame | None = None):
@@ -42,32 +46,32 @@ class TailContext(LakeContext):
         self.recent = recent
         self._counted: dict[str, pl.DataFrame] = {}
 
-    def _counted_history(self, source: dict, columns: list[str]) -> pl.DataFrame:
+    def _counted_history(self, source: dict, columns: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
         name = source["name"]
-        if name not in self._counted:
-            counters = [e for e in self.compiled.enrichments.values()
-                        if e["kind"] == "counter" and e["source"] == name]
-            window = max((e["window_days"] for e in counters), default=0)
-            ts, eid = source["time_field"], source["event_id_field"]
-            cols = sorted({eid, ts, source["user_field"], *columns,
-                           *(k for e in counters for k in e["keys"]), *(c for e in counters for c in _pred_cols(e["counts"]))})
-            now = int(time.time() * 1000)
-            start = now - (window + 1) * 86_400_000
-            lf = self.lake.scan("raw", name, days=days_between(start, now + 86_400_000), columns=cols)
-            if lf is None or not counters:
-                frame = pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
-            else:
-                wanted = counters[0]["counts"]
-                expr = to_expr(wanted)
-                for e in counters[1:]:
-                    expr = expr | to_expr(e["counts"])
-                frame = lf.filter(expr & (pl.col(ts) >= start)).unique(subset=[eid], keep="first").collect()
-            self._counted[name] = frame
-        return self._counted[name]
+        days = days_between(start_ms, end_ms)
+        cached = self._counted.get(name)
+        if cached is not None and cached[0] <= days[0] and cached[1] >= days[-1]:
+            return cached[2]
+        if cached is not None:  # a late event reaches further back: widen the cached range
+            days = days_between(min(start_ms, _day_ms(cached[0])), max(end_ms, _day_ms(cached[1])))
+        counters = [e for e in self.compiled.enrichments.values() if e["kind"] == "counter" and e["source"] == name]
+        ts, eid = source["time_field"], source["event_id_field"]
+        cols = sorted({eid, ts, source["user_field"], *columns,
+                       *(k for e in counters for k in e["keys"]), *(c for e in counters for c in _pred_cols(e["counts"]))})
+        lf = self.lake.scan("raw", name, days=days, columns=cols)
+        if lf is None or not counters:
+            frame = pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+        else:
+            expr = to_expr(counters[0]["counts"])
+            for e in counters[1:]:
+                expr = expr | to_expr(e["counts"])
+            frame = lf.filter(expr).unique(subset=[eid], keep="first").collect()
+        self._counted[name] = (days[0], days[-1], frame)
+        return frame
 
     def history(self, source, columns, start_ms, end_ms, users):
         ts, eid = source["time_field"], source["event_id_field"]
-        base = self._counted_history(source, columns)
+        base = self._counted_history(source, columns, start_ms, end_ms)
         parts = [base]
         if self.recent is not None and not self.recent.is_empty():
             parts.append(self.recent.select(base.columns))
