@@ -106,7 +106,6 @@ def phase_pipeline(a) -> dict:
 
 def phase_sizes(a) -> dict:
     """Bytes per event of events/ and sequences/ against JSON lines of the same rows."""
-    import polars as pl
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
 

@@ -380,7 +380,7 @@ def main() -> None:
               f"({b['raw_rows']:,} raw rows, {b['event_rows']:,} events, users {b['users']})")
     print(f"snapshot {ip['snapshot_day']}        {ip['snapshot_users']:,} users, {ip['snapshot_events']:,} events "
           f"(longest {ip['max_length']}, {ip['users_at_500']:,} users at N=500); loaded in {ip['load_seconds']:.1f}s")
-    print(f"requests: half uniform users, half the 1% heaviest; n=500")
+    print("requests: half uniform users, half the 1% heaviest; n=500")
     for fmt in ("arrays", "json"):
         r = ip[fmt]
         print(f"(a) in-process get {fmt:<6}    p50 {r['p50_ms']:6.3f} ms (target <= 1)   p99 {r['p99_ms']:6.3f} ms (target <= 5)"

@@ -16,7 +16,6 @@ import dagster as dg
 from seq_assets import config
 from seq_assets.compiled import Compiled
 from seq_assets.config import today_utc
-from seq_assets.partitions import DAILY
 from seq_assets.resources import LakeResource
 from seq_assets.stream import OffsetRange, ranges_key, run_micro_batch
 

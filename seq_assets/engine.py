@@ -17,7 +17,7 @@ import polars as pl
 from seq_assets import config
 from seq_assets.compiled import Compiled, polars_type
 from seq_assets.decode import Decoded, decode_records
-from seq_assets.enrichers import DAY_MS, days_between
+from seq_assets.enrichers import days_between
 from seq_assets.executors import EXECUTORS
 from seq_assets.lake import Lake, WriteInfo
 from seq_assets.sequences import assemble_sequences, end_of_day_ms

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from signal_defs.model import Col, Definition, Pred, Registry
+from signal_defs.model import Col, Pred, Registry
 from signal_defs.validate import DefinitionError, validate
 
 FORMAT_VERSION = 1

@@ -7,17 +7,16 @@ recorded the way the stream records them, so every table kind and both origins a
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+
+from envutil import scoped_env
 
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
 SOURCE = "user_engagements"
 STREAM_ROWS = 20
 LATE_RECORDED = {date(2026, 3, 2): 3, date(2026, 3, 3): 1}
-_ENV = ("SEQ_LAKE_URI", "SEQ_LANDING_DIR", "SEQ_DEFS_DIR")
 _CACHE: dict[str, "AnalysisLake"] = {}
 
 
@@ -31,19 +30,8 @@ class AnalysisLake:
         return {"SEQ_LAKE_URI": str(self.lake), "SEQ_LANDING_DIR": str(self.landing)}
 
 
-@contextmanager
 def lake_env(al: AnalysisLake):
-    saved = {k: os.environ.get(k) for k in _ENV}
-    os.environ.update(al.env())
-    os.environ.pop("SEQ_DEFS_DIR", None)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return scoped_env(**al.env(), SEQ_DEFS_DIR=None)
 
 
 def _add_stream_rows(lake) -> None:

@@ -8,7 +8,6 @@ bug in the engine cannot hide behind the same bug in the check.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,11 +15,11 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from envutil import scoped_env
 
 DAY_MS = 86_400_000
 DEMO_DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
 LATE_HORIZON_DAYS = 3
-ENV_KEYS = ("SEQ_LAKE_URI", "SEQ_LANDING_DIR", "SEQ_DEFS_DIR")
 
 # The shipped source schema, written out here rather than read from the engine.
 SOURCE_SCHEMA = {
@@ -212,18 +211,8 @@ def demo_lake(tmp_path_factory) -> DemoLake:
     root = tmp_path_factory.mktemp("demo")
     landing, lake = root / "landing", root / "lake"
     summary = write_demo_data(DemoSpec(users=150, days=3, events=6000, end_date=DEMO_DAYS[-1]), landing)
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ["SEQ_LAKE_URI"] = str(lake)
-    os.environ["SEQ_LANDING_DIR"] = str(landing)
-    os.environ.pop("SEQ_DEFS_DIR", None)
-    try:
+    with scoped_env(SEQ_LAKE_URI=str(lake), SEQ_LANDING_DIR=str(landing), SEQ_DEFS_DIR=None):
         results = {d: materialize_day(d.isoformat()) for d in DEMO_DAYS}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return DemoLake(root, landing, lake, summary, results)
 
 

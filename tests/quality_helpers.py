@@ -8,12 +8,13 @@ leak into another.
 
 from __future__ import annotations
 
-import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+
+from envutil import scoped_env
 
 import dagster as dg
 import polars as pl
@@ -24,7 +25,6 @@ EVENT_TYPES = ("pin_click", "pin_save", "pin_closeup")
 FEATURES = ("engagements_v1", "saves_v1")
 EVENT_CHECKS = {"schema_matches_definition", "event_id_unique", "complete_vs_raw", "enrichment_coverage"}
 SEQUENCE_CHECKS = {"schema_matches_definition", "sequence_invariants"}
-ENV_KEYS = ("SEQ_LAKE_URI", "SEQ_LANDING_DIR", "SEQ_DEFS_DIR")
 
 
 def clear_compiled_cache() -> None:
@@ -36,23 +36,13 @@ def clear_compiled_cache() -> None:
 @contextmanager
 def platform_env(lake: Path | str, landing: Path | str, defs_dir: Path | str | None = None):
     """Point the platform at ``lake``/``landing`` (and a compiled registry), restoring os.environ after."""
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ["SEQ_LAKE_URI"] = str(lake)
-    os.environ["SEQ_LANDING_DIR"] = str(landing)
-    if defs_dir is None:
-        os.environ.pop("SEQ_DEFS_DIR", None)
-    else:
-        os.environ["SEQ_DEFS_DIR"] = str(defs_dir)
-    clear_compiled_cache()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with scoped_env(SEQ_LAKE_URI=str(lake), SEQ_LANDING_DIR=str(landing),
+                    SEQ_DEFS_DIR=None if defs_dir is None else str(defs_dir)):
         clear_compiled_cache()
+        try:
+            yield
+        finally:
+            clear_compiled_cache()
 
 
 def materialize(partition_key: str | None = None, selection=None, raise_on_error: bool = True,

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from envutil import scoped_env
+
 ROOT = Path(__file__).resolve().parent.parent
 DAY_MS = 86_400_000
 SOURCE = "user_engagements"
@@ -77,18 +79,8 @@ def percentile(xs: list[float], q: float) -> float:
 @contextlib.contextmanager
 def lake_env(lake: Path, landing: Path):
     """SEQ_LAKE_URI / SEQ_LANDING_DIR set (SEQ_DEFS_DIR unset) inside the block, restored after."""
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ["SEQ_LAKE_URI"] = str(lake)
-    os.environ["SEQ_LANDING_DIR"] = str(landing)
-    os.environ.pop("SEQ_DEFS_DIR", None)
-    try:
+    with scoped_env(SEQ_LAKE_URI=str(lake), SEQ_LANDING_DIR=str(landing), SEQ_DEFS_DIR=None):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @dataclass
