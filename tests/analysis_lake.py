@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from demo_lake import copy_template
 from envutil import scoped_env
 
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
@@ -63,22 +64,13 @@ def _add_stream_rows(lake) -> None:
 def build(tmp_path_factory) -> AnalysisLake:
     if "lake" in _CACHE:
         return _CACHE["lake"]
-    import dagster as dg
 
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
-    from seq_assets.demo_data import DemoSpec, write_demo_data
     from seq_assets.lake import Lake
-    from seq_assets.resources import LakeResource
 
-    root = tmp_path_factory.mktemp("analysis_lake")
+    root = tmp_path_factory.mktemp("analysis_lake") / "copy"
+    copy_template(tmp_path_factory, root)
     al = AnalysisLake(root, root / "landing", root / "lake")
-    write_demo_data(DemoSpec(users=150, days=3, events=6000, end_date=DAYS[-1]), al.landing)
     with lake_env(al):
-        for d in DAYS:
-            result = dg.materialize(build_assets(load_compiled()), partition_key=d.isoformat(),
-                                    resources={"lake": LakeResource()})
-            assert result.success, f"materialize {d} failed"
         _add_stream_rows(Lake(str(al.lake)))
     _CACHE["lake"] = al
     return al

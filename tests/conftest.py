@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from envutil import scoped_env
+from demo_lake import DAYS, demo_lake_template
 
 DAY_MS = 86_400_000
 DEMO_DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
@@ -206,13 +206,9 @@ def materialize_day(partition_key: str):
 @pytest.fixture(scope="session")
 def demo_lake(tmp_path_factory) -> DemoLake:
     """Demo landing data for 2026-03-01..03 and the lake after materializing those days in order."""
-    from seq_assets.demo_data import DemoSpec, write_demo_data
-
-    root = tmp_path_factory.mktemp("demo")
-    landing, lake = root / "landing", root / "lake"
-    summary = write_demo_data(DemoSpec(users=150, days=3, events=6000, end_date=DEMO_DAYS[-1]), landing)
-    with scoped_env(SEQ_LAKE_URI=str(lake), SEQ_LANDING_DIR=str(landing), SEQ_DEFS_DIR=None):
-        results = {d: materialize_day(d.isoformat()) for d in DEMO_DAYS}
+    t = demo_lake_template(tmp_path_factory)
+    assert tuple(DEMO_DAYS) == DAYS
+    root, landing, lake, summary, results = t.root, t.landing, t.lake, t.summary, t.results
     return DemoLake(root, landing, lake, summary, results)
 
 

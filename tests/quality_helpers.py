@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from demo_lake import DAYS as TEMPLATE_DAYS
+from demo_lake import demo_lake_template
 from envutil import scoped_env
 
 import dagster as dg
@@ -75,14 +77,9 @@ _BUILT: dict[str, BuiltLake] = {}
 def good_lake(tmp_path_factory) -> BuiltLake:
     """The demo data of 2026-03-01..03 materialized day by day with the shipped definitions, once."""
     if "good" not in _BUILT:
-        from seq_assets.demo_data import DemoSpec, write_demo_data
-
-        root = tmp_path_factory.mktemp("good_lake")
-        landing, lake = root / "landing", root / "lake"
-        write_demo_data(DemoSpec(users=150, days=3, events=6000, end_date=DAYS[-1]), landing)
-        with platform_env(lake, landing):
-            results = {d: materialize(d.isoformat()) for d in DAYS}
-        _BUILT["good"] = BuiltLake(root, landing, lake, results)
+        t = demo_lake_template(tmp_path_factory)
+        assert tuple(DAYS) == TEMPLATE_DAYS
+        _BUILT["good"] = BuiltLake(t.root, t.landing, t.lake, t.results)
     return _BUILT["good"]
 
 

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from demo_lake import DAYS as TEMPLATE_DAYS
+from demo_lake import SPEC as TEMPLATE_SPEC
+from demo_lake import copy_template
 from envutil import scoped_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,33 +98,23 @@ class ServingLake:
         return env
 
 
-def build_lake(root: Path) -> ServingLake:
+def build_lake(root: Path, tmp_path_factory) -> ServingLake:
     """The demo data for DAYS and the lake after one real Dagster run of the batch graph per day."""
-    import dagster as dg
 
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
-    from seq_assets.demo_data import DemoSpec, write_demo_data
-    from seq_assets.resources import LakeResource
 
     out = ServingLake(root, root / "lake", root / "landing")
     if (root / "BUILT").exists():
         return out
     shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    write_demo_data(DemoSpec(end_date=DAYS[-1], **SPEC), out.landing)
-    with lake_env(out.lake, out.landing):
-        for d in DAYS:
-            res = dg.materialize(build_assets(load_compiled()), partition_key=d.isoformat(),
-                                 resources={"lake": LakeResource()})
-            assert res.success, f"materialize {d} failed"
+    assert tuple(DAYS) == TEMPLATE_DAYS and SPEC == TEMPLATE_SPEC
+    copy_template(tmp_path_factory, root)
     (root / "BUILT").write_text("ok")
     return out
 
 
 def shared_lake(tmp_path_factory) -> ServingLake:
     """One lake per pytest session, whichever serving test module asks first. Read-only: copy it to write."""
-    return build_lake(tmp_path_factory.getbasetemp() / "serving_lake")
+    return build_lake(tmp_path_factory.getbasetemp() / "serving_lake", tmp_path_factory)
 
 
 def copy_lake(src: ServingLake, dst: Path) -> ServingLake:
