@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from datetime import date, timedelta
@@ -23,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from phases import run_phase  # noqa: E402
 
 
 def _peak_rss_gib() -> float:
@@ -160,15 +162,6 @@ def phase_sizes(a) -> dict:
 PHASES = {"generate": phase_generate, "raw": phase_raw, "copy": phase_copy, "pipeline": phase_pipeline, "sizes": phase_sizes}
 
 
-def run_phase(name: str, a) -> dict:
-    cmd = [sys.executable, __file__, "--phase", name, *sys.argv[1:]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"phase {name} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--users", type=int, default=200_000)
@@ -200,7 +193,7 @@ def main() -> None:
             shutil.rmtree(f"{a.workdir}/lake/events", ignore_errors=True)
             shutil.rmtree(f"{a.workdir}/lake/sequences", ignore_errors=True)
         log(f"phase {name} ...")
-        res[name] = run_phase(name, a)
+        res[name] = run_phase(__file__, name)
         log(f"phase {name}: {res[name].get('seconds', 0):.1f}s, peak {res[name]['peak_rss_gib']:.2f} GiB")
 
     raw_rows = res["copy"]["rows"]

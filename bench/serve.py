@@ -37,6 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from phases import run_phase  # noqa: E402
 
 FEATURE = "engagements_v1"
 SOURCE = "user_engagements"
@@ -162,15 +165,6 @@ def _sample_users(user_ids, lengths, k: int, seed: int) -> list[int]:
 
 
 PHASES = {"generate": phase_generate, "build": phase_build, "inprocess": phase_inprocess}
-
-
-def run_phase(name: str) -> dict:
-    cmd = [sys.executable, __file__, "--phase", name, *sys.argv[1:]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"phase {name} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---- HTTP, memory and freshness against a real `seqctl serve` ------------------------------
@@ -358,12 +352,12 @@ def main() -> None:
         os.makedirs(a.workdir)
         for name in ("generate", "build"):
             _log(f"phase {name} ...")
-            res[name] = run_phase(name)
+            res[name] = run_phase(__file__, name)
             _log(f"phase {name}: {res[name]['seconds']:.1f}s, peak {res[name]['peak_rss_gib']:.2f} GiB")
         shutil.rmtree(f"{a.workdir}/landing", ignore_errors=True)  # the lake is all the server needs
         spec_file.write_text(json.dumps(spec))
     _log("phase inprocess ...")
-    res["inprocess"] = ip = run_phase("inprocess")
+    res["inprocess"] = ip = run_phase(__file__, "inprocess")
 
     from seq_assets.lake import Lake
 

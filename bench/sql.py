@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -24,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from phases import run_phase  # noqa: E402
 
 TABLE = "engagements_v1"
 GAP_BUCKETS = [(10, "1 <10s"), (60, "2 10s-1m"), (600, "3 1-10m"), (3600, "4 10m-1h"), (86400, "5 1h-1d")]
@@ -107,11 +109,7 @@ def build_lake(a) -> None:
     for phase in phases:
         t = time.perf_counter()
         print(f"building the lake: phase {phase} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, str(ROOT / "bench" / "batch.py"), "--phase", phase, *args],
-                              capture_output=True, text=True, env=os.environ.copy())
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            raise SystemExit(f"phase {phase} failed")
+        run_phase(str(ROOT / "bench" / "batch.py"), phase, args)
         print(f"  {phase}: {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
 
 
