@@ -188,7 +188,7 @@ def freshness(a, bootstrap: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--max-batch", type=int, default=50_000)
+    p.add_argument("--max-batch", type=int, default=None, help="records per micro-batch (default: the sensor's)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--workdir", default=None)
     p.add_argument("--skip-freshness", action="store_true")
@@ -197,6 +197,10 @@ def main() -> None:
     p.add_argument("--fresh-rate", type=float, default=4)
     p.add_argument("--dagster-port", type=int, default=3310)
     a = p.parse_args()
+    if a.max_batch is None:
+        from sensors.definitions import DEFAULT_MAX_BATCH
+
+        a.max_batch = int(os.environ.get("SEQ_STREAM_MAX_BATCH", DEFAULT_MAX_BATCH))
     a.workdir = a.workdir or tempfile.mkdtemp(prefix="seqbench-stream-")
     from seq_assets.broker import EmbeddedBroker, ensure_source_topics
     from seq_assets.compiled import load_compiled

@@ -20,7 +20,7 @@ from seq_assets.resources import LakeResource
 from seq_assets.stream import OffsetRange, ranges_key, run_micro_batch
 
 DEFAULT_INTERVAL_S = 5  # Dagster's sensor loop does not tick faster than this
-DEFAULT_MAX_BATCH = 50_000  # records per micro-batch run
+DEFAULT_MAX_BATCH = 200_000  # records per micro-batch run (bigger runs amortize the Delta commits)
 MAX_RUNS_PER_TICK = 4
 
 
