@@ -11,6 +11,7 @@ import polars as pl
 
 from seq_assets.compiled import Compiled
 from seq_assets.sql import views
+from signal_defs.compile import enrichment_columns as compiled_enrichment_columns
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "sequence_lengths": {"feature": pl.String, "length": pl.Int64, "users": pl.Int64, "date": pl.Date},
@@ -139,13 +140,7 @@ def enrichment_columns(compiled: Compiled, event_type: str) -> list[tuple[str, s
         e = compiled.enrichments[name]
         if e.get("stage", "index") != "index":
             continue
-        if e["kind"] == "lookup":
-            cols = list(e["columns"])
-        elif e["kind"] == "counter":
-            cols = [e["column"] or e["name"]]
-        else:
-            cols = list(e["fields"])
-        out.extend((name, c, e.get("min_coverage")) for c in cols)
+        out.extend((name, c, e.get("min_coverage")) for c in compiled_enrichment_columns(e))
     return out
 
 

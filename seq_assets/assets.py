@@ -189,14 +189,6 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
     return _events
 
 
-def _enrichment_columns(compiled: Compiled, event_type: str) -> set[str]:
-    out: set[str] = set()
-    for name in compiled.event_types[event_type]["enrichments"]:
-        e = compiled.enrichments[name]
-        out.update(e["columns"] if e["kind"] == "lookup" else [e["column"] or e["name"]] if e["kind"] == "counter" else e["fields"])
-    return out
-
-
 def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     f = compiled.features[table]
 

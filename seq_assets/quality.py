@@ -15,6 +15,7 @@ from seq_assets.compiled import Compiled
 from seq_assets.lake import Lake
 from seq_assets.predicates import to_expr
 from seq_assets.sequences import DAY_MS, end_of_day_ms
+from signal_defs.compile import enrichment_columns
 
 
 @dataclass
@@ -88,7 +89,7 @@ def coverage(compiled: Compiled, event_type: str, events: pl.DataFrame) -> Outco
     meta, low = {}, []
     for name in et["enrichments"]:
         e = compiled.enrichments[name]
-        cols = list(e["columns"]) if e["kind"] == "lookup" else [e["column"] or e["name"]] if e["kind"] == "counter" else list(e["fields"])
+        cols = enrichment_columns(e)
         threshold = float(e.get("min_coverage", 0.0))
         for c in cols:
             share = float(events.get_column(c).is_not_null().mean()) if events.height and c in events.columns else (1.0 if not events.height else 0.0)

@@ -68,12 +68,13 @@ def compile_registry(registry: Registry) -> dict[str, dict]:
     return compiled
 
 
-def _enrichment_columns(e: dict) -> set[str]:
+def enrichment_columns(e: dict) -> list[str]:
+    """The columns a compiled enrichment writes onto an event, in definition order."""
     if e["kind"] == "lookup":
-        return set(e["columns"])
+        return list(e["columns"])
     if e["kind"] == "counter":
-        return {e.get("column") or e["name"]}
-    return set(e["fields"])
+        return [e.get("column") or e["name"]]
+    return list(e["fields"])
 
 
 def _feature_output_hash(feature: dict, by_name: dict[tuple[str, str], dict]) -> str:
@@ -85,7 +86,7 @@ def _feature_output_hash(feature: dict, by_name: dict[tuple[str, str], dict]) ->
     """
     enrichments = {k: v for k, v in by_name.items() if k[0] in ("lookup", "counter", "context")}
     fields = set(feature["fields"])
-    read = {name: e for (kind, name), e in enrichments.items() if _enrichment_columns(e) & fields}
+    read = {name: e for (kind, name), e in enrichments.items() if set(enrichment_columns(e)) & fields}
     inputs: dict[str, Any] = {k: v for k, v in feature.items() if k not in _FEATURE_METADATA | {"hash"}}
     parts = []
     for et_name in feature["event_types"]:
