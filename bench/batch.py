@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from phases import run_phase  # noqa: E402
+from phases import add_lake_args, run_phase, use_workdir  # noqa: E402
 
 
 def _peak_rss_gib() -> float:
@@ -164,17 +164,10 @@ PHASES = {"generate": phase_generate, "raw": phase_raw, "copy": phase_copy, "pip
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--users", type=int, default=200_000)
-    p.add_argument("--days", type=int, default=7)
-    p.add_argument("--events", type=int, default=10_000_000)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--end-date", default="2026-03-07")
-    p.add_argument("--workdir", default="/tmp/seqbench")
-    p.add_argument("--reuse", action="store_true", help="keep generated data from a previous run")
+    add_lake_args(p)
     p.add_argument("--phase", choices=list(PHASES))
     a = p.parse_args()
-    os.environ["SEQ_LANDING_DIR"] = f"{a.workdir}/landing"
-    os.environ["SEQ_LAKE_URI"] = f"{a.workdir}/lake"
+    use_workdir(a)
     if a.phase:
         result = PHASES[a.phase](a)
         result["peak_rss_gib"] = _peak_rss_gib()

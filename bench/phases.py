@@ -16,3 +16,20 @@ def run_phase(script: str, name: str, argv: list[str] | None = None) -> dict:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"phase {name} failed")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def add_lake_args(p) -> None:
+    """The bench lake's shape (10M events, 200k users, 7 days by default) and where it lives."""
+    p.add_argument("--users", type=int, default=200_000)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--end-date", default="2026-03-07")
+    p.add_argument("--workdir", default="/tmp/seqbench")
+    p.add_argument("--reuse", action="store_true", help="use the data a previous run left in --workdir")
+
+
+def use_workdir(a) -> None:
+    """Point the platform at the bench lake and landing folder under --workdir."""
+    os.environ["SEQ_LANDING_DIR"] = f"{a.workdir}/landing"
+    os.environ["SEQ_LAKE_URI"] = f"{a.workdir}/lake"

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from phases import run_phase  # noqa: E402
+from phases import add_lake_args, run_phase, use_workdir  # noqa: E402
 
 TABLE = "engagements_v1"
 GAP_BUCKETS = [(10, "1 <10s"), (60, "2 10s-1m"), (600, "3 1-10m"), (3600, "4 10m-1h"), (86400, "5 1h-1d")]
@@ -118,18 +118,11 @@ def build_lake(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--users", type=int, default=200_000)
-    p.add_argument("--days", type=int, default=7)
-    p.add_argument("--events", type=int, default=10_000_000)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--end-date", default="2026-03-07")
-    p.add_argument("--workdir", default="/tmp/seqbench")
-    p.add_argument("--reuse", action="store_true", help="use the lake a previous run left in --workdir")
+    add_lake_args(p)
     p.add_argument("--repeat", type=int, default=3, help="runs of each query per engine")
     p.add_argument("--day", help="the day queried (default: --end-date)")
     a = p.parse_args()
-    os.environ["SEQ_LANDING_DIR"] = f"{a.workdir}/landing"
-    os.environ["SEQ_LAKE_URI"] = f"{a.workdir}/lake"
+    use_workdir(a)
     build_lake(a)
 
     from seq_assets.lake import Lake
