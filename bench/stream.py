@@ -130,9 +130,11 @@ def freshness(a, bootstrap: str) -> dict:
     from seq_assets.lake import Lake
 
     home = Path(a.workdir) / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     lake_uri = f"{a.workdir}/lake-fresh"
+    for old in (home, Path(lake_uri)):  # a previous run's lake would already hold the marked events
+        shutil.rmtree(old, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "SEQ_LAKE_URI": lake_uri, "SEQ_KAFKA_BOOTSTRAP": bootstrap,
            "SEQ_SENSOR_INTERVAL": "5"}
     port = a.dagster_port
@@ -169,9 +171,11 @@ def freshness(a, bootstrap: str) -> dict:
                 if eid in sent and eid not in seen:
                     seen[eid] = time.time()
             time.sleep(0.25)
-        delays = sorted(seen[e] - sent[e] for e in seen)
-        # The first events wait for the sensor's first ticks after start-up: measure steady state.
-        steady = delays[len(delays) // 10:] if len(delays) > 20 else delays
+        # The first events wait for the sensor's first ticks after start-up: measure steady state,
+        # dropping the first tenth of the events in send order (not the fastest tenth).
+        order = sorted(seen, key=sent.__getitem__)
+        delays = sorted(seen[e] - sent[e] for e in order)
+        steady = sorted(seen[e] - sent[e] for e in order[len(order) // 10:]) if len(order) > 20 else delays
         return {"sent": len(sent), "seen": len(seen),
                 "p50_s": statistics.median(steady) if steady else None,
                 "p95_s": steady[int(0.95 * (len(steady) - 1))] if steady else None,

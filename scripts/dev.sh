@@ -8,7 +8,8 @@ export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 export SEQ_LAKE_URI="${SEQ_LAKE_URI:-$PWD/.data/lake}"
 export SEQ_LANDING_DIR="${SEQ_LANDING_DIR:-$PWD/.data/landing}"
 mkdir -p "$DAGSTER_HOME" .data/logs
-if [ ! -f "$DAGSTER_HOME/dagster.yaml" ]; then
+# Our settings are kept current; a dagster.yaml someone wrote by hand is left alone.
+if [ ! -f "$DAGSTER_HOME/dagster.yaml" ] || head -1 "$DAGSTER_HOME/dagster.yaml" | grep -q "^# Dagster instance settings for .make dev."; then
   cp scripts/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 fi
 
