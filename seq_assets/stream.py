@@ -46,16 +46,21 @@ def iter_range(bootstrap: str, topic: str, ranges: list[OffsetRange], timeout_s:
 
     Chunks have columns value (text), key, kafka_partition, kafka_offset, kafka_ts. A non-UTF-8
     value is kept with its undecodable bytes replaced; the JSON decoder then dead-letters it.
+    Records are decoded by the lean reader (seq_assets/kafka_read.py) and put into columns with
+    one list comprehension per field, not a Python statement per record and field.
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
+
+    from seq_assets.kafka_read import as_tuple, lean_consumer
 
     todo = {r.partition: r for r in ranges if r.count > 0}
     if not todo:
         return
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, enable_auto_commit=False,
+    consumer = lean_consumer(bootstrap_servers=bootstrap, client_id=client_id, enable_auto_commit=False,
                              group_id=None, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
                              request_timeout_ms=max(int(timeout_s * 1000), 31_000))
-    cols: dict[str, list] = {k: [] for k in _RECORD_SCHEMA}
+    pending: list[tuple[int, list]] = []  # (partition, records) fetched but not yet in a chunk
+    pending_n = 0
     try:
         tps = {p: TopicPartition(topic, p) for p in todo}
         consumer.assign(list(tps.values()))
@@ -69,26 +74,51 @@ def iter_range(bootstrap: str, topic: str, ranges: list[OffsetRange], timeout_s:
                 raise TimeoutError(f"topic {topic!r}: range not fully readable in {timeout_s}s (positions {missing}, ranges {list(todo.values())})")
             batch = consumer.poll(timeout_ms=500, max_records=chunk_records)
             for tp, records in batch.items():
-                r = todo[tp.partition]
-                for rec in records:
-                    if r.start <= rec.offset < r.end:
-                        v = rec.value
-                        cols["value"].append(v.decode("utf-8", errors="replace") if v is not None else "")
-                        cols["key"].append(rec.key.decode("utf-8", errors="replace") if rec.key is not None else None)
-                        cols["kafka_partition"].append(tp.partition)
-                        cols["kafka_offset"].append(rec.offset)
-                        cols["kafka_ts"].append(rec.timestamp)
+                if not consumer.lean:
+                    records = [as_tuple(rec) for rec in records]
+                pending.append((tp.partition, records))
+                pending_n += len(records)
             for p, r in todo.items():
                 if p not in done and consumer.position(tps[p]) >= r.end:
                     done.add(p)
                     consumer.pause(tps[p])
-            if len(cols["value"]) >= chunk_records:
-                yield pl.DataFrame(cols, schema=_RECORD_SCHEMA)
-                cols = {k: [] for k in _RECORD_SCHEMA}
-        if cols["value"]:
-            yield pl.DataFrame(cols, schema=_RECORD_SCHEMA)
+            if pending_n >= chunk_records:
+                yield _records_frame(pending, todo)
+                pending, pending_n = [], 0
+        if pending_n:
+            yield _records_frame(pending, todo)
     finally:
         consumer.close(autocommit=False)
+
+
+def _records_frame(pending: list[tuple[int, list]], todo: dict[int, OffsetRange]) -> pl.DataFrame:
+    """Fetched ``(offset, ts, key, value)`` tuples as a frame, cut to the ranges."""
+    frames = []
+    for partition, recs in pending:
+        if not recs:
+            continue
+        r = todo[partition]
+        frames.append(pl.DataFrame({
+            "value": pl.Series([rec[3] for rec in recs], dtype=pl.Binary),
+            "key": pl.Series([rec[2] for rec in recs], dtype=pl.Binary),
+            "kafka_partition": pl.Series([partition] * len(recs), dtype=pl.Int32),
+            "kafka_offset": pl.Series([rec[0] for rec in recs], dtype=pl.Int64),
+            "kafka_ts": pl.Series([rec[1] for rec in recs], dtype=pl.Int64),
+        }).filter(pl.col("kafka_offset").is_between(r.start, r.end, closed="left")))
+    if not frames:
+        return pl.DataFrame(schema=_RECORD_SCHEMA)
+    df = pl.concat(frames)
+    return df.with_columns(value=_utf8(df.get_column("value")).fill_null(""), key=_utf8(df.get_column("key")))
+
+
+def _utf8(col: pl.Series) -> pl.Series:
+    """Bytes as text. A chunk holding invalid UTF-8 (rare: a bad producer) is decoded record by
+    record, keeping the readable parts with replacement characters, as bytes.decode does."""
+    try:
+        return col.cast(pl.String)
+    except pl.exceptions.ComputeError:
+        return pl.Series(col.name, [None if v is None else v.decode("utf-8", errors="replace") for v in col.to_list()],
+                         dtype=pl.String)
 
 
 def read_range(bootstrap: str, topic: str, ranges: list[OffsetRange], timeout_s: float = 30.0) -> pl.DataFrame:
@@ -134,33 +164,38 @@ def index_records(engine: Engine, source: str, records: pl.DataFrame, batch_id: 
 
 def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, batch_id: str,
                   now: datetime) -> MicroBatchResult:
+    """Write one decoded micro-batch. Writes that do not depend on each other run at once (each is
+    a Delta commit that spends most of its time outside the GIL): dead letters beside the late
+    metric and raw, then the event types together, after raw."""
     t0 = time.perf_counter()
     lake, src = engine.lake, engine.compiled.sources[source]
     res = MicroBatchResult(batch_id=batch_id, records=records)
-    dead = decoded.dead
-    if dead.height:
-        res.dead_letters = lake.insert_unseen("dead_letter", source, dead, key="record_id").inserted or 0
-        res.days["dead_letter/" + source] = sorted(dead.get_column("date").unique().to_list())
-
     eid = src["event_id_field"]
     valid = decoded.valid.unique(subset=[eid], keep="first", maintain_order=True)
-    if valid.height:
-        # A closed day is any day before today (UTC): its events are late and are counted, not dropped.
-        # Only events raw/ does not hold yet are late arrivals (a re-delivery is not), so the metric
-        # is counted and recorded before raw/ is written: a re-run finds it under the same batch id.
-        late = _not_in_raw(lake, source, eid, valid.filter(pl.col("date") < now.date())).group_by("date").len()
-        res.late_by_day = {d: int(n) for d, n in late.iter_rows()}
-        if res.late_by_day:
-            record_late_arrivals(engine, source, batch_id, res.late_by_day, now)
-        res.raw_inserted = lake.insert_unseen("raw", source, valid, key=eid).inserted or 0
-        res.days["raw/" + source] = sorted(valid.get_column("date").unique().to_list())
+    dead = decoded.dead
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        dead_write = pool.submit(lake.insert_unseen, "dead_letter", source, dead, key="record_id") if dead.height else None
+        if dead.height:
+            res.days["dead_letter/" + source] = sorted(dead.get_column("date").unique().to_list())
+        if valid.height:
+            # A closed day is any day before today (UTC): its events are late and are counted, not
+            # dropped. Only events raw/ does not hold yet are late arrivals (a re-delivery is not),
+            # so the metric is recorded before raw/ is written: a re-run finds it under the same id.
+            late = _not_in_raw(lake, source, eid, valid.filter(pl.col("date") < now.date())).group_by("date").len()
+            res.late_by_day = {d: int(n) for d, n in late.iter_rows()}
+            if res.late_by_day:
+                record_late_arrivals(engine, source, batch_id, res.late_by_day, now)
+            res.raw_inserted = lake.insert_unseen("raw", source, valid, key=eid).inserted or 0
+            res.days["raw/" + source] = sorted(valid.get_column("date").unique().to_list())
 
-    result = engine.index(source, valid, LakeContext(lake), ingested_at=now)
-    for et, events in result.events.items():
-        info = lake.insert_unseen("events", et, events)
-        res.events_inserted[et] = info.inserted or 0
-        if events.height:
-            res.days["events/" + et] = sorted(events.get_column("date").unique().to_list())
+        result = engine.index(source, valid, LakeContext(lake), ingested_at=now)
+        writes = {et: pool.submit(lake.insert_unseen, "events", et, events) for et, events in result.events.items()}
+        for et, events in result.events.items():
+            res.events_inserted[et] = writes[et].result().inserted or 0
+            if events.height:
+                res.days["events/" + et] = sorted(events.get_column("date").unique().to_list())
+        if dead_write is not None:
+            res.dead_letters = dead_write.result().inserted or 0
     res.seconds = time.perf_counter() - t0
     return res
 
