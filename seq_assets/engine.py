@@ -61,16 +61,22 @@ class LakeContext:
             return (lf.filter(pl.col(source["user_field"]).is_in(users.implode())
                               & (pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
                     .unique(subset=[eid], keep="first").collect())
-        key = (source["name"], cols, days)
-        if key not in self._history:
-            # Whole days are cached so the event types of one source share a single read.
-            lf = self.lake.scan("raw", source["name"], days=days, columns=list(cols))
-            if lf is None:
-                frame = pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
-            else:
-                frame = lf.unique(subset=[eid], keep="first").collect()
-            self._history = {key: frame}
-        return self._history[key].filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+        # Whole days are cached: the event types of one source share a single read, and a run that
+        # walks consecutive days (a backfill) reads each day of raw/ once, not once per window.
+        # (An event id lives in one day, so deduplicating day by day is deduplicating the window.)
+        cached = {k: v for k, v in self._history.items() if k[0] == source["name"] and k[1] == cols and k[2] in days}
+        missing = [d for d in days if (source["name"], cols, d) not in cached]
+        if missing:
+            lf = self.lake.scan("raw", source["name"], days=missing, columns=[*cols, "date"])
+            frame = (lf.unique(subset=[eid], keep="first").collect() if lf is not None
+                     else pl.DataFrame(schema={**{c: polars_type(source["schema"][c]) for c in cols}, "date": pl.Date}))
+            parts = frame.partition_by("date", as_dict=True, include_key=False)
+            for d in missing:
+                part = parts.get((d,))
+                cached[(source["name"], cols, d)] = part if part is not None else frame.head(0).drop("date")
+        self._history = cached
+        frame = pl.concat([cached[(source["name"], cols, d)] for d in days])
+        return frame.filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
 
 
 @dataclass

@@ -29,12 +29,20 @@ class EnrichmentContext(Protocol):
 def lookup(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext) -> pl.DataFrame:
     """Left-join each event with the snapshot of its own day: history is enriched as it was then."""
     key, columns = enrichment["key"], enrichment["columns"]
+    cache = getattr(ctx, "cache", None)
     parts = []
     for day in events.get_column("date").unique().sort().to_list():
-        snap = ctx.snapshot(enrichment, day)
-        if snap is None:
-            snap = pl.DataFrame(schema={key: polars_type(enrichment["key_type"]), **{c: polars_type(t) for c, t in columns.items()}})
-        parts.append(snap.select(key, *columns).unique(key, keep="first").with_columns(pl.lit(day).alias("date")))
+        prepared = cache.get(("lookup", enrichment["name"], day)) if cache is not None else None
+        if prepared is None:
+            snap = ctx.snapshot(enrichment, day)
+            if snap is None:
+                snap = pl.DataFrame(schema={key: polars_type(enrichment["key_type"]), **{c: polars_type(t) for c, t in columns.items()}})
+            prepared = snap.select(key, *columns).unique(key, keep="first").with_columns(pl.lit(day).alias("date"))
+            if cache is not None:  # the event types of one day share it; earlier days are dropped
+                for k in [k for k in cache if k[:2] == ("lookup", enrichment["name"]) and k[2] < day]:
+                    del cache[k]
+                cache[("lookup", enrichment["name"], day)] = prepared
+        parts.append(prepared)
     if not parts:
         return events.with_columns([pl.lit(None, polars_type(t)).alias(c) for c, t in columns.items()])
     table = pl.concat(parts).with_columns(
@@ -46,9 +54,10 @@ def lookup(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext) -> pl
 def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, source: dict) -> pl.DataFrame:
     """Point-in-time count of the source's matching events per key in [ts - window, ts).
 
-    Each key's history gets a running rank; two as-of joins (strictly before ``ts`` and strictly
-    before ``ts - window``) give the count as a difference of ranks: O((events + history) log n),
-    never a join per event.
+    Each key of the history gets a dense id; a history row becomes one sortable integer,
+    ``id << bits | (ts - start)``, and the sorted integers answer "how many rows of this key
+    before time t" with a binary search. The count is the difference of two searches (before
+    ``ts`` and before ``ts - window``): O((events + history) log n), no join per event.
     """
     keys, ts_field = list(enrichment["keys"]), source["time_field"]
     out_col = enrichment["column"] or enrichment["name"]
@@ -58,45 +67,42 @@ def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, sour
     # Day-aligned bounds, so the event types of one batch share one prepared history (see cache).
     start = (int(events.get_column(ts_field).min()) // DAY_MS) * DAY_MS - window_ms
     end = (int(events.get_column(ts_field).max()) // DAY_MS + 1) * DAY_MS
+    bits = (end - start).bit_length()
     user_field = source["user_field"]
     cache = getattr(ctx, "cache", None)
     cache_key = ("counter", enrichment["name"], start, end)
-    hist = cache.get(cache_key) if cache is not None else None
-    if hist is None:
+    prepared = cache.get(cache_key) if cache is not None else None
+    if prepared is None:
         needed = sorted({*keys, ts_field, *_pred_cols(enrichment["counts"])})
         # A small batch (the stream) reads only its users' history; a whole day reads everything once.
         users = events.get_column(user_field).unique() if user_field in keys and cache is None else None
-        hist = _ranked(ctx.history(source, needed, start, end, users).filter(to_expr(enrichment["counts"])),
-                       keys, ts_field)
+        hist = ctx.history(source, needed, start, end, users).filter(to_expr(enrichment["counts"]))
+        prepared = _encoded_history(hist, keys, ts_field, start, bits)
         if cache is not None:
-            cache.clear()
-            cache[cache_key] = hist
-    probe = events.select(*keys, pl.col(ts_field).alias("_t")).with_row_index("_row")
-    probe = probe.with_columns((pl.col("_t") - window_ms).alias("_t0"))
-
-    def rank_before(at: str) -> pl.Series:
-        joined = probe.sort(at).join_asof(
-            hist, left_on=at, right_on="_hts", by=keys, strategy="backward", allow_exact_matches=False,
-            check_sortedness=False,  # sorted on the as-of column; polars cannot check within groups
-        )
-        return joined.sort("_row").get_column("_rank").fill_null(0)
-
-    counts = (rank_before("_t") - rank_before("_t0")).alias(out_col)
-    return events.with_columns(counts)
+            cache.pop(next((k for k in cache if k[:2] == ("counter", enrichment["name"])), None), None)
+            cache[cache_key] = prepared
+    ids, codes = prepared
+    probe = events.select(*keys, pl.col(ts_field)).join(ids, on=keys, how="left", maintain_order="left")
+    code = probe.select(
+        (pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start)).fill_null(-1).alias("t"),
+        (pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start - window_ms)).fill_null(-1).alias("t0"),
+    )
+    # A key with no history (code -1) finds 0 rows before both bounds: its count is 0.
+    counts = (codes.search_sorted(code.get_column("t"), side="left").cast(pl.Int64)
+              - codes.search_sorted(code.get_column("t0"), side="left").cast(pl.Int64))
+    return events.with_columns(counts.alias(out_col))
 
 
-def _ranked(hist: pl.DataFrame, keys: list[str], ts_field: str) -> pl.DataFrame:
-    """Number each key's history 1, 2, ... in time order, then sort by time for the as-of joins.
-
-    After one sort by key and time, a key starts where any key column changes; the rank is the
-    distance from that start. This avoids a hash group-by over the whole history.
-    """
-    hist = hist.select(*keys, pl.col(ts_field).alias("_hts")).sort(*keys, "_hts").with_row_index("_i")
-    new_key = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys])
-    return hist.with_columns(
-        (pl.col("_i") - pl.when(new_key).then(pl.col("_i")).otherwise(None).forward_fill() + 1)
-        .cast(pl.Int64).alias("_rank")
-    ).drop("_i").sort("_hts")
+def _encoded_history(hist: pl.DataFrame, keys: list[str], ts_field: str, start: int,
+                     bits: int) -> tuple[pl.DataFrame, pl.Series]:
+    """(dense id per key, sorted ``id * 2**bits + (ts - start)`` of every history row)."""
+    ids = hist.select(keys).unique().with_row_index("_g")
+    if ids.height >= 1 << (62 - bits):
+        raise OverflowError(f"counter history: {ids.height} keys over a {(1 << bits) // DAY_MS}-day span do not fit 63 bits")
+    codes = hist.join(ids, on=keys).select(
+        pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start)
+    ).to_series().sort()
+    return ids, codes
 
 
 def context(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext) -> pl.DataFrame:

@@ -7,10 +7,13 @@ a partition write replaces exactly that partition; an insert adds only unseen ke
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterable
 
 import polars as pl
@@ -37,6 +40,46 @@ def _arrow(df: pl.DataFrame) -> pa.Table:
     return (df.cast(cast) if cast else df).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+def _stat_value(v, upper: bool):
+    """A statistic as Delta writes it: dates ISO, timestamps to the millisecond (rounded outward)."""
+    if isinstance(v, datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(timezone.utc).replace(tzinfo=None)
+        if upper and v.microsecond % 1000:
+            v = v + timedelta(microseconds=1000 - v.microsecond % 1000)
+        return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def _file_stats(df: pl.DataFrame) -> str:
+    """Delta file statistics for every flat column: row count, null count, min and max.
+
+    Readers build their file filters from these (pyarrow datasets from deltalake turn a missing
+    min/max into a filter that matches nothing), so every flat column gets them, as delta-rs'
+    writer does; nested columns get none. NaN is left out of float min/max.
+    """
+    flat = [c for c, t in df.schema.items() if not t.is_nested()]
+    stats: dict = {"numRecords": df.height, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    if not flat or not df.height:
+        return json.dumps(stats)
+
+    def values(c):
+        col = pl.col(c)
+        return col.filter(~col.is_nan()) if df.schema[c].is_float() else col
+
+    row = df.select(*[values(c).min().alias(f"min:{c}") for c in flat],
+                    *[values(c).max().alias(f"max:{c}") for c in flat],
+                    *[pl.col(c).null_count().alias(f"nul:{c}") for c in flat]).row(0, named=True)
+    for c in flat:
+        stats["nullCount"][c] = int(row[f"nul:{c}"])
+        if row[f"min:{c}"] is not None:
+            stats["minValues"][c] = _stat_value(row[f"min:{c}"], upper=False)
+            stats["maxValues"][c] = _stat_value(row[f"max:{c}"], upper=True)
+    return json.dumps(stats)
+
+
 def _date_list(days: Iterable[date]) -> str:
     return ", ".join(f"'{d.isoformat()}'" for d in sorted(set(days)))
 
@@ -57,6 +100,54 @@ class Lake:
     def __init__(self, root: str | None = None, storage_options: dict | None = None):
         self.root = (root or config.lake_uri()).rstrip("/")
         self.storage_options = storage_options
+
+    @property
+    def _local(self) -> bool:
+        """A lake on the local file system (where the fast partition writer applies)."""
+        return self.storage_options is None and ("://" not in self.root or self.root.startswith("file://"))
+
+    def _replace_by_files(self, kind: str, name: str, df: pl.DataFrame, days: list[date]) -> WriteInfo | None:
+        """Replace whole partitions by writing the Parquet files with polars and committing them.
+
+        delta-rs' writer spends most of a nested-column write (sequences: lists of lists of floats)
+        encoding levels; polars writes the same files about 3x faster (zstd level 1, also smaller).
+        The commit is one Delta transaction: remove every file of ``days``, add the new ones, with
+        row counts and min/max statistics in the log for data skipping. Returns None when the
+        frame's schema is not the table's (schema evolution), for the delta-rs writer to handle.
+        """
+        from deltalake import Schema
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        uri = self.uri(kind, name).removeprefix("file://")
+        table = self.table(kind, name)
+        schema = Schema.from_arrow(_arrow(df.head(0)).schema)
+        if table is not None and table.schema().to_json() != schema.to_json():
+            return None
+        adds = []
+        for (day,), part in df.partition_by("date", as_dict=True, include_key=False, maintain_order=True).items():
+            rel = f"date={day.isoformat()}/part-{uuid.uuid4().hex}-c000.zstd.parquet"
+            path = os.path.join(uri, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            part.write_parquet(path, compression="zstd", compression_level=1)
+            adds.append(AddAction(rel, os.path.getsize(path), {"date": day.isoformat()}, int(time.time() * 1000),
+                                  True, _file_stats(part)))
+        if table is None:
+            try:
+                create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"])
+                return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+            except Exception:  # noqa: BLE001 - another writer created it first: commit below
+                table = self.table(kind, name)
+                if table is None or table.schema().to_json() != schema.to_json():
+                    raise
+        filters = [("date", "in", [d.isoformat() for d in days])]
+
+        def commit():
+            self.table(kind, name).create_write_transaction(adds, mode="overwrite", schema=schema,
+                                                            partition_by=["date"], partition_filters=filters)
+
+        # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
+        with_retries(commit, what=f"replace {kind}/{name}")
+        return WriteInfo(rows=df.height, version=self.table(kind, name).version())
 
     def uri(self, kind: str, name: str) -> str:
         if kind not in KINDS:
@@ -82,6 +173,10 @@ class Lake:
         """
         days = sorted(set(days))
         uri = self.uri(kind, name)
+        if extra_predicate is None and self._local:
+            info = self._replace_by_files(kind, name, df, days)
+            if info is not None:
+                return info
         data = _arrow(df)
         predicate = f"date IN ({_date_list(days)})" + (f" AND {extra_predicate}" if extra_predicate else "")
 
