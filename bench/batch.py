@@ -97,12 +97,10 @@ def phase_pipeline(a) -> dict:
         timings["events"] += time.perf_counter() - t
     seq_users = {}
     for table in compiled.features:
-        for day in days:
-            t = time.perf_counter()
-            seqs = engine.build_sequences_day(table, day)
-            engine.write_sequences_day(table, day, seqs)
-            timings["sequences"] += time.perf_counter() - t
-        seq_users[table] = seqs.height
+        t = time.perf_counter()
+        for _, seqs, _ in engine.sequences_days(table, days):  # what the sequences asset runs
+            seq_users[table] = seqs.height
+        timings["sequences"] += time.perf_counter() - t
     return {"seconds": time.perf_counter() - t0, "event_rows": event_rows, "timings": timings, "users": seq_users}
 
 

@@ -220,9 +220,7 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
         seqs = pl.DataFrame()
         days = partition_days(context)
         invariants = []
-        for day in days:
-            seqs = engine.build_sequences_day(table, day)
-            engine.write_sequences_day(table, day, seqs)
+        for day, seqs, _ in engine.sequences_days(table, days):
             written = engine.lake.read("sequences", table, days=[day])
             invariants.append((day, quality.sequence_invariants(f, written, day)))
             context.log.info(f"{table} {day}: {seqs.height} users")

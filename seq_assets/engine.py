@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -234,8 +235,11 @@ class Engine:
         eid = src["event_id_field"]
         raw, version = self.raw_day(source, day)
         result = self.index(source, raw, ctx, event_types=event_types)
-        for et, df in result.events.items():
-            self.write_events_day(et, day, df.filter(pl.col("date") == day))
+        # The event types' tables are independent: their writes run at once (outside the GIL).
+        with ThreadPoolExecutor(max_workers=max(1, len(result.events)), thread_name_prefix="events-write") as pool:
+            for f in [pool.submit(self.write_events_day, et, day, df.filter(pl.col("date") == day))
+                      for et, df in result.events.items()]:
+                f.result()
         seen = raw.get_column(eid).unique()
         for _ in range(max_catch_up):
             t = self.lake.table("raw", source)
@@ -277,4 +281,19 @@ class Engine:
 
     def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
         return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
+
+    def sequences_days(self, feature_table: str, days: list[date]):
+        """Build and write the feature's partitions of ``days`` in order, yielding ``(day, seqs, info)``
+        as each write lands. A day's write runs on a second thread while the next day is built
+        (both spend their time in polars and Parquet code outside the GIL); at most one write is in
+        flight, so memory holds two days at a time."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seq-write") as pool:
+            pending = None
+            for day in days:
+                seqs = self.build_sequences_day(feature_table, day)
+                if pending is not None:
+                    yield pending[0], pending[1], pending[2].result()
+                pending = (day, seqs, pool.submit(self.write_sequences_day, feature_table, day, seqs))
+            if pending is not None:
+                yield pending[0], pending[1], pending[2].result()
 
