@@ -21,6 +21,10 @@ def defs() -> dg.Definitions:
         schedules=build_schedules(compiled),
         sensors=[quality_automation],
         resources={"lake": LakeResource()},
+        # Asset runs execute their steps in the run's own (warm) process: a step process per asset
+        # would re-import the code location for each of them (seconds each on a small machine),
+        # and every step already uses all cores through polars and delta-rs.
+        executor=dg.in_process_executor,
     )
     from sensors.definitions import sensor_defs
 
