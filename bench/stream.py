@@ -7,7 +7,8 @@ Throughput: N demo events are produced to a fresh embedded broker, then read (a)
 kafka-python consumer (the baseline, measured in the same run) and (b) by the micro-batch path,
 Kafka to ``events/`` in bounded offset ranges. Freshness: ``dagster dev`` runs the stream sensor
 against the broker while events are produced at a steady rate; each event's delay is the time from
-its send until it is readable in ``events/``.
+its send until it is readable in ``events/``, measured once a warm-up event has made it through
+(the platform running, not starting up).
 """
 
 from __future__ import annotations
@@ -146,24 +147,37 @@ def freshness(a, bootstrap: str) -> dict:
         if not _wait_http(f"http://127.0.0.1:{port}/server_info", 120):
             raise SystemExit("dagster dev did not come up; see dagster_dev.log")
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
-        # Warm-up: one event, so the first measured events do not pay for the first tick's setup.
-        sent: dict[str, float] = {}
         lake = Lake(lake_uri)
+        read_files: set[str] = set()
+
+        def click(eid: str, i: int) -> None:
+            v = {"event_id": eid, "user_id": 1 + i % 50, "action": "click", "item_id": 1 + i % 97,
+                 "ts": int(time.time() * 1000), "surface": "home_feed", "device": "ios", "country": "US",
+                 "dwell_ms": None, "is_bot": False}
+            producer.send("user_engagements", key=str(v["user_id"]).encode(), value=json.dumps(v).encode())
+            producer.flush()
+
+        # Warm-up: measure the platform running, not starting. Until a first event has made it into
+        # events/, the daemon, the webserver and the code server are still starting on the same cores.
+        t0 = time.time()
+        click("fresh-warmup", 0)
+        while "fresh-warmup" not in new_event_ids(lake, "pin_click", read_files):
+            if time.time() - t0 > 180:
+                raise SystemExit("the warm-up event never reached events/; see dagster_dev.log")
+            time.sleep(0.25)
+        warmup_s = time.time() - t0
+        _log(f"warm-up event indexed after {warmup_s:.1f}s")
+        sent: dict[str, float] = {}
         t_end = time.time() + a.fresh_seconds
         i = 0
         next_send = time.time()
         seen: dict[str, float] = {}
-        read_files: set[str] = set()
         _log(f"sending {a.fresh_rate}/s marked click events for {a.fresh_seconds}s")
         while time.time() < t_end + 30 and (time.time() < t_end or len(seen) < len(sent)):
             now = time.time()
             if now < t_end and now >= next_send:
                 eid = f"fresh-{i}"
-                ts = int(now * 1000)
-                v = {"event_id": eid, "user_id": 1 + i % 50, "action": "click", "item_id": 1 + i % 97, "ts": ts,
-                     "surface": "home_feed", "device": "ios", "country": "US", "dwell_ms": None, "is_bot": False}
-                producer.send("user_engagements", key=str(v["user_id"]).encode(), value=json.dumps(v).encode())
-                producer.flush()
+                click(eid, i)
                 sent[eid] = time.time()
                 i += 1
                 next_send += 1.0 / a.fresh_rate
@@ -171,14 +185,10 @@ def freshness(a, bootstrap: str) -> dict:
                 if eid in sent and eid not in seen:
                     seen[eid] = time.time()
             time.sleep(0.25)
-        # The first events wait for the sensor's first ticks after start-up: measure steady state,
-        # dropping the first tenth of the events in send order (not the fastest tenth).
-        order = sorted(seen, key=sent.__getitem__)
-        delays = sorted(seen[e] - sent[e] for e in order)
-        steady = sorted(seen[e] - sent[e] for e in order[len(order) // 10:]) if len(order) > 20 else delays
-        return {"sent": len(sent), "seen": len(seen),
-                "p50_s": statistics.median(steady) if steady else None,
-                "p95_s": steady[int(0.95 * (len(steady) - 1))] if steady else None,
+        delays = sorted(seen[e] - sent[e] for e in seen)
+        return {"sent": len(sent), "seen": len(seen), "warmup_s": warmup_s,
+                "p50_s": statistics.median(delays) if delays else None,
+                "p95_s": delays[int(0.95 * (len(delays) - 1))] if delays else None,
                 "max_s": max(delays) if delays else None}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -232,7 +242,8 @@ def main() -> None:
     if "freshness" in results:
         f = results["freshness"]
         print(f"freshness produce->events/    p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s, max {f['max_s']:.2f} s "
-              f"over {f['seen']}/{f['sent']} events (targets p50 <= 8 s, p95 <= 15 s)")
+              f"over {f['seen']}/{f['sent']} events (targets p50 <= 8 s, p95 <= 15 s); "
+              f"first event after start-up {f['warmup_s']:.1f} s")
     print(json.dumps(results))
 
 
