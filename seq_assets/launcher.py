@@ -80,6 +80,7 @@ class _Worker:
         self.busy = False
         self.retired = False
         self.runs = 0
+        self.run_id: str | None = None  # the run it executes now
         self._on_idle = on_idle
         threading.Thread(target=self._follow, daemon=True, name=f"run-worker-{self.proc.pid}").start()
 
@@ -94,13 +95,15 @@ class _Worker:
         """Read the worker's "done" lines; reap it when it exits (so its pid stops looking alive)."""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if line.startswith("done"):
+            # Only the exact end line of its current run counts, not any output that looks like it.
+            if self.run_id is not None and line.strip() == f"done {self.run_id}":
                 self._on_idle(self, exited=False)
         self.proc.wait()
         self._on_idle(self, exited=True)
 
     def send(self, run_id: str, instance_ref: str, last: bool) -> None:
         assert self.proc.stdin is not None
+        self.run_id = run_id
         self.proc.stdin.write(json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n")
         if last:
             self.proc.stdin.close()  # it exits after this run

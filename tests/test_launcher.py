@@ -118,3 +118,35 @@ def test_terminate_interrupts_the_worker_and_a_vanished_worker_fails_health(warm
         finally:
             worker.kill()
             worker.wait()
+
+
+def test_one_warm_worker_runs_consecutive_runs(warm_home, kbroker, kafka_res, stream_lake, monkeypatch):
+    """Two micro-batches launched by one launcher: both run, on the same (reused) worker process."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    monkeypatch.setenv("SEQ_KAFKA_BOOTSTRAP", kbroker.bootstrap)  # workers inherit this process's environment
+
+    now = int(time.time() * 1000)
+    ts = max(day_start_ms(utc_today()) + 1000, now - 60_000)
+    recon = ReconstructableRepository.for_module("seq_assets.definitions", "defs", working_directory=str(ROOT))
+    origin = recon.get_reconstructable_job("stream_user_engagements").get_python_origin()
+    job, sensor = stream_pair()
+    cursor = cursor_at_end(kafka_res)
+    pids, ids = [], []
+    with dg.DagsterInstance.from_config(str(warm_home)) as instance:
+        for batch in range(2):
+            evs = [event(f"reuse-{batch}-{i}", 20 + i, "click", 300 + i, ts + i) for i in range(5)]
+            ids += [e["event_id"] for e in evs]
+            produce(kbroker.bootstrap, keyed(evs))
+            result = tick(sensor, instance, kafka_res, cursor)
+            cursor = result.cursor
+            (rr,) = result.run_requests
+            run = instance.create_run_for_job(job_def=job, run_config=rr.run_config, tags=rr.tags,
+                                              job_code_origin=origin)
+            instance.launch_run(run.run_id, workspace=None)
+            run = _wait_finished(instance, run.run_id)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
+            pids.append(run.tags[PID_TAG])
+    assert pids[0] == pids[1], "the second run should reuse the warm worker of the first"
+    events = read_table(stream_lake, "events", "pin_click")
+    assert sorted(events.get_column("event_id").to_list()) == sorted(ids)
