@@ -55,7 +55,7 @@ def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, sour
     """Point-in-time count of the source's matching events per key in [ts - window, ts).
 
     Each key of the history gets a dense id; a history row becomes one sortable integer,
-    ``id << bits | (ts - start)``, and the sorted integers answer "how many rows of this key
+    ``id * 2**bits + (ts - start)``, and the sorted integers answer "how many rows of this key
     before time t" with a binary search. The count is the difference of two searches (before
     ``ts`` and before ``ts - window``): O((events + history) log n), no join per event.
     """
