@@ -22,7 +22,6 @@ Every figure is measured in this one run (machines here are noisy):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -169,40 +168,13 @@ PHASES = {"generate": phase_generate, "build": phase_build, "inprocess": phase_i
 
 # ---- HTTP, memory and freshness against a real `seqctl serve` ------------------------------
 
-async def _http_client(port: int, reqs: list[bytes], deadline: float, lat: list, statuses: dict, offset: int):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = offset
-    try:
-        while time.monotonic() < deadline:
-            req = reqs[i % len(reqs)]
-            i += 1
-            t = time.perf_counter()
-            writer.write(req)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            length = next(int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:"))
-            await reader.readexactly(length)
-            lat.append(time.perf_counter() - t)
-            statuses[status] = statuses.get(status, 0) + 1
-    finally:
-        writer.close()
-
-
 def http_load(port: int, paths: list[str], seconds: float, concurrency: int) -> dict:
-    reqs = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths]
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
+    from seq_assets.serving.loadgen import flood
 
-    async def main():
-        deadline = time.monotonic() + seconds
-        await asyncio.gather(*[_http_client(port, reqs, deadline, lat, statuses, k * 997) for k in range(concurrency)])
-
-    t = time.perf_counter()
-    asyncio.run(main())
-    wall = time.perf_counter() - t
-    return {"p50_ms": _pct(lat, 50) * 1e3, "p99_ms": _pct(lat, 99) * 1e3, "rps": len(lat) / wall,
-            "requests": len(lat), "statuses": statuses}
+    res = flood(port, paths, {}, seconds, concurrency, stride=997)
+    lat = res["lat_all"]
+    return {"p50_ms": _pct(lat, 50) * 1e3, "p99_ms": _pct(lat, 99) * 1e3, "rps": len(lat) / res["seconds"],
+            "requests": len(lat), "statuses": res["statuses"]}
 
 
 def _get_json(port: int, path: str):

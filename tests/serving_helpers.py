@@ -14,7 +14,6 @@ the flood subprocess starts in milliseconds.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import json
@@ -270,60 +269,17 @@ class Client:
         self.conn.close()
 
 
-async def _one_client(port: int, request_bytes: list[bytes], deadline: float, budget: list[int],
-                      statuses: dict, lat_ok: list, lat_all: list, offset: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = offset
-    try:
-        while time.monotonic() < deadline and budget[0] > 0:
-            budget[0] -= 1
-            req = request_bytes[i % len(request_bytes)]
-            i += 1
-            t = time.perf_counter()
-            writer.write(req)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            length = next(int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:"))
-            await reader.readexactly(length)
-            dt = time.perf_counter() - t
-            statuses[status] = statuses.get(status, 0) + 1
-            lat_all.append(dt)
-            if status == 200:
-                lat_ok.append(dt)
-    finally:
-        writer.close()
-
-
-def flood(port: int, paths: list[str], headers: dict, seconds: float, concurrency: int, max_requests: int) -> dict:
-    """``concurrency`` keep-alive connections sending GET ``paths`` in turn until ``seconds`` passed or
-    ``max_requests`` were sent. Raw asyncio sockets: the load generator stays cheap."""
-    hdr = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    reqs = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n{hdr}\r\n".encode() for p in paths]
-    statuses: dict[int, int] = {}
-    lat_ok: list[float] = []
-    lat_all: list[float] = []
-    budget = [max_requests]
-
-    async def main():
-        deadline = time.monotonic() + seconds
-        await asyncio.gather(*[_one_client(port, reqs, deadline, budget, statuses, lat_ok, lat_all, k * 7)
-                               for k in range(concurrency)])
-
-    t = time.perf_counter()
-    asyncio.run(main())
-    return {"statuses": statuses, "lat_ok": lat_ok, "lat_all": lat_all, "seconds": time.perf_counter() - t}
-
-
 def start_flood(port: int, paths: list[str], headers: dict, seconds: float, concurrency: int,
                 max_requests: int, out: Path) -> subprocess.Popen:
-    """:func:`flood` in a child process; it writes its result as JSON to ``out``."""
+    """:func:`seq_assets.serving.loadgen.flood` in a child process; it writes its result as JSON to ``out``."""
     args = json.dumps({"port": port, "paths": paths, "headers": headers, "seconds": seconds,
                        "concurrency": concurrency, "max_requests": max_requests, "out": str(out)})
     return subprocess.Popen([sys.executable, __file__, "flood", args], stdin=subprocess.DEVNULL)
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "flood":
+    from seq_assets.serving.loadgen import flood
+
     a = json.loads(sys.argv[2])
     res = flood(a["port"], a["paths"], a["headers"], a["seconds"], a["concurrency"], a["max_requests"])
     Path(a["out"]).write_text(json.dumps(res))
