@@ -21,7 +21,7 @@ from seq_assets.decode import Decoded, decode_records
 from seq_assets.enrichers import days_between
 from seq_assets.executors import EXECUTORS
 from seq_assets.lake import Lake, WriteInfo
-from seq_assets.sequences import assemble_sequences, end_of_day_ms
+from seq_assets.sequences import assemble_sequences, end_of_day_ms, extend_sequences, extendable
 
 BATCH_ORIGIN = "batch"
 
@@ -33,6 +33,7 @@ class LakeContext:
         self.lake = lake
         self._snapshots: dict[tuple[str, date], pl.DataFrame | None] = {}
         self._history: dict[tuple, pl.DataFrame] = {}
+        self._seeds: dict[tuple[str, date], pl.DataFrame] = {}
         self.cache: dict = {}  # prepared frames enrichers share within one run (e.g. counter history)
 
     def snapshot(self, enrichment: dict, day: date) -> pl.DataFrame | None:
@@ -49,11 +50,17 @@ class LakeContext:
             self._snapshots[key] = snap
         return self._snapshots[key]
 
+    def seed(self, source: str, day: date, raw: pl.DataFrame) -> None:
+        """Hand over a whole day of ``raw/<source>`` (deduplicated on event id) that the caller has
+        read anyway, so a history window that includes the day does not read it again. Only the
+        newest seed is kept: a run walking many days does not hold them all."""
+        self._seeds = {(source, day): raw}
+
     def history(self, source: dict, columns: list[str], start_ms: int, end_ms: int,
                 users: pl.Series | None) -> pl.DataFrame:
         ts, eid = source["time_field"], source["event_id_field"]
         cols = tuple(sorted({*columns, eid}))
-        days = tuple(days_between(start_ms, end_ms))
+        days = tuple(days_between(start_ms, end_ms - 1))  # end is exclusive
         if users is not None:
             # A micro-batch: read only its users' rows, filtered inside the scan.
             lf = self.lake.scan("raw", source["name"], days=days, columns=list(cols))
@@ -67,6 +74,11 @@ class LakeContext:
         # (An event id lives in one day, so deduplicating day by day is deduplicating the window.)
         cached = {k: v for k, v in self._history.items() if k[0] == source["name"] and k[1] == cols and k[2] in days}
         missing = [d for d in days if (source["name"], cols, d) not in cached]
+        for d in list(missing):
+            seeded = self._seeds.pop((source["name"], d), None)
+            if seeded is not None and set(cols) <= set(seeded.columns):
+                cached[(source["name"], cols, d)] = seeded.select(cols)
+                missing.remove(d)
         if missing:
             lf = self.lake.scan("raw", source["name"], days=missing, columns=[*cols, "date"])
             frame = (lf.unique(subset=[eid], keep="first").collect() if lf is not None
@@ -78,6 +90,16 @@ class LakeContext:
         self._history = cached
         frame = pl.concat([cached[(source["name"], cols, d)] for d in days])
         return frame.filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+
+
+@dataclass
+class _Built:
+    """One day's sequences and the events files (per event type and day) they were built from."""
+
+    day: date
+    seqs: pl.DataFrame
+    files: dict[tuple[str, date], frozenset[str]]
+    extended: bool = False
 
 
 @dataclass
@@ -198,10 +220,12 @@ class Engine:
     # ---- indexing ---------------------------------------------------------------------------
 
     def index(self, source: str, raw: pl.DataFrame, ctx=None, event_types: list[str] | None = None,
-              ingested_at: datetime | None = None) -> IndexResult:
-        """Run every event type of ``source`` over decoded raw rows (deduplicated on event id)."""
+              ingested_at: datetime | None = None, deduplicated: bool = False) -> IndexResult:
+        """Run every event type of ``source`` over decoded raw rows (deduplicated on event id here
+        unless the caller says it already is)."""
         src = self.compiled.sources[source]
-        raw = raw.unique(subset=[src["event_id_field"]], keep="first", maintain_order=True)
+        if not deduplicated:
+            raw = raw.unique(subset=[src["event_id_field"]], keep="first", maintain_order=True)
         ctx = ctx or LakeContext(self.lake)
         stamp = ingested_at or datetime.now(timezone.utc)
         result = IndexResult()
@@ -234,7 +258,10 @@ class Engine:
         src = self.compiled.sources[source]
         eid = src["event_id_field"]
         raw, version = self.raw_day(source, day)
-        result = self.index(source, raw, ctx, event_types=event_types)
+        raw = raw.unique(subset=[eid], keep="first", maintain_order=True)
+        ctx = ctx or LakeContext(self.lake)
+        ctx.seed(source, day, raw)
+        result = self.index(source, raw, ctx, event_types=event_types, deduplicated=True)
         # The event types' tables are independent: their writes run at once (outside the GIL).
         with ThreadPoolExecutor(max_workers=max(1, len(result.events)), thread_name_prefix="events-write") as pool:
             for f in [pool.submit(self.write_events_day, et, day, df.filter(pl.col("date") == day))
@@ -262,35 +289,61 @@ class Engine:
 
     def build_sequences_day(self, feature_table: str, day: date) -> pl.DataFrame:
         """The feature's sequences as of the end of ``day``, from ``events/`` inside its window."""
+        return self._build_sequences(feature_table, day, None).seqs
+
+    def _build_sequences(self, feature_table: str, day: date, previous: "_Built | None") -> "_Built":
+        """Build one day, from the day before when ``previous`` holds it and is still current.
+
+        ``previous`` is current when the events files of the days both windows share are exactly
+        the ones it was built from (Delta data files are immutable, so the same files are the same
+        rows): a backfill or a late stream insert in between changes them, and the day is then
+        rebuilt from the whole window.
+        """
         feature = self.compiled.features[feature_table]
         fields = self.compiled.stored_fields(feature)
+        schema = self.compiled.sequence_schema(feature)
         end_ms = end_of_day_ms(day)
         first_day = day - timedelta(days=feature["window_days"] - 1)
         cols = sorted({"user_id", "event_type", feature["ordering"]["by"], feature["ordering"]["tie_break"],
                        *feature["dedup_key"], *fields})
-        frames = []
+        src = self.compiled.sources[self.compiled.event_types[feature["event_types"][0]]["source"]]
+        extend = (previous is not None and previous.day == day - timedelta(days=1)
+                  and extendable(feature, fields, src["event_id_field"], src["time_field"]))
+        scans, files = [], {}
         for et in feature["event_types"]:
-            lf = self.lake.scan("events", et, start=first_day, end=day, columns=cols)
-            if lf is not None:
-                frames.append(lf)
-        schema = self.compiled.sequence_schema(feature)
-        if not frames:
-            return pl.DataFrame(schema=schema)
-        seqs = assemble_sequences(feature, pl.concat(frames, how="vertical_relaxed"), end_ms, fields, day)
-        return seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
+            got = self.lake.scan_with_files("events", et, first_day, day)
+            if got is not None:
+                scans.append(got[0])
+                files.update({(et, d): paths for d, paths in got[1].items()})
+        if extend:
+            shared = {k: v for k, v in files.items() if k[1] < day}
+            extend = shared == {k: v for k, v in previous.files.items() if k[1] >= first_day}
+        if not scans:
+            seqs = pl.DataFrame(schema=schema)
+        elif extend:
+            today = pl.concat([lf.filter(pl.col("date") == day).select(cols) for lf in scans], how="vertical_relaxed")
+            seqs = extend_sequences(feature, previous.seqs, today, end_ms, fields, day)
+        else:
+            window = pl.concat([lf.select(cols) for lf in scans], how="vertical_relaxed")
+            seqs = assemble_sequences(feature, window, end_ms, fields, day)
+        seqs = seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
+        return _Built(day, seqs, files, extended=bool(scans) and extend)
 
     def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
         return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
 
     def sequences_days(self, feature_table: str, days: list[date]):
         """Build and write the feature's partitions of ``days`` in order, yielding ``(day, seqs, info)``
-        as each write lands. A day's write runs on a second thread while the next day is built
-        (both spend their time in polars and Parquet code outside the GIL); at most one write is in
+        as each write lands. A day that follows the one built before it extends that day's
+        sequences with its own events (see :meth:`_build_sequences`) instead of reading the whole
+        window again. A day's write runs on a second thread while the next day is built (both
+        spend their time in polars and Parquet code outside the GIL); at most one write is in
         flight, so memory holds two days at a time."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seq-write") as pool:
-            pending = None
-            for day in days:
-                seqs = self.build_sequences_day(feature_table, day)
+            pending, built = None, None
+            for day in sorted(days):
+                built = self._build_sequences(feature_table, day, built)
+                seqs = built.seqs
                 if pending is not None:
                     yield pending[0], pending[1], pending[2].result()
                 pending = (day, seqs, pool.submit(self.write_sequences_day, feature_table, day, seqs))

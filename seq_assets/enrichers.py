@@ -54,55 +54,49 @@ def lookup(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext) -> pl
 def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, source: dict) -> pl.DataFrame:
     """Point-in-time count of the source's matching events per key in [ts - window, ts).
 
-    Each key of the history gets a dense id; a history row becomes one sortable integer,
-    ``id * 2**bits + (ts - start)``, and the sorted integers answer "how many rows of this key
-    before time t" with a binary search. The count is the difference of two searches (before
-    ``ts`` and before ``ts - window``): O((events + history) log n), no join per event.
+    The keys of ``events`` get dense ids and only history rows of those keys are kept (a hash
+    join, so a day's events cost one probe of the window's history, not a sort of it). A kept
+    row becomes one sortable integer, ``id * 2**bits + (ts - start)``, and the sorted integers
+    answer "how many rows of this key before time t" with a binary search. The count is the
+    difference of two searches (before ``ts`` and before ``ts - window``):
+    O(history + events log events), no join per event.
     """
     keys, ts_field = list(enrichment["keys"]), source["time_field"]
     out_col = enrichment["column"] or enrichment["name"]
     window_ms = enrichment["window_days"] * DAY_MS
     if events.is_empty():
         return events.with_columns(pl.lit(None, pl.Int64).alias(out_col))
-    # Day-aligned bounds, so the event types of one batch share one prepared history (see cache).
+    # Day-aligned bounds, so the event types of one batch share one history read (see cache).
     start = (int(events.get_column(ts_field).min()) // DAY_MS) * DAY_MS - window_ms
     end = (int(events.get_column(ts_field).max()) // DAY_MS + 1) * DAY_MS
     bits = (end - start).bit_length()
     user_field = source["user_field"]
     cache = getattr(ctx, "cache", None)
     cache_key = ("counter", enrichment["name"], start, end)
-    prepared = cache.get(cache_key) if cache is not None else None
-    if prepared is None:
+    hist = cache.get(cache_key) if cache is not None else None
+    if hist is None:
         needed = sorted({*keys, ts_field, *_pred_cols(enrichment["counts"])})
         # A small batch (the stream) reads only its users' history; a whole day reads everything once.
         users = events.get_column(user_field).unique() if user_field in keys and cache is None else None
-        hist = ctx.history(source, needed, start, end, users).filter(to_expr(enrichment["counts"]))
-        prepared = _encoded_history(hist, keys, ts_field, start, bits)
+        hist = (ctx.history(source, needed, start, end, users).lazy()
+                .filter(to_expr(enrichment["counts"])).select(*keys, ts_field).collect())
         if cache is not None:
             cache.pop(next((k for k in cache if k[:2] == ("counter", enrichment["name"])), None), None)
-            cache[cache_key] = prepared
-    ids, codes = prepared
+            cache[cache_key] = hist
+    ids = events.select(keys).unique().with_row_index("_g")
+    if ids.height >= 1 << (62 - bits):
+        raise OverflowError(f"counter: {ids.height} keys over a {(1 << bits) // DAY_MS}-day span do not fit 63 bits")
+    codes = hist.join(ids, on=keys, how="inner").select(
+        pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start)
+    ).to_series().sort()
     probe = events.select(*keys, pl.col(ts_field)).join(ids, on=keys, how="left", maintain_order="left")
-    code = probe.select(
-        (pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start)).fill_null(-1).alias("t"),
-        (pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start - window_ms)).fill_null(-1).alias("t0"),
-    )
-    # A key with no history (code -1) finds 0 rows before both bounds: its count is 0.
+    g = pl.col("_g").cast(pl.Int64) * (1 << bits)
+    # A null key (no id; joins never match null) finds 0 rows before both bounds: its count is 0.
+    code = probe.select((g + (pl.col(ts_field) - start)).fill_null(-1).alias("t"),
+                        (g + (pl.col(ts_field) - start - window_ms)).fill_null(-1).alias("t0"))
     counts = (codes.search_sorted(code.get_column("t"), side="left").cast(pl.Int64)
               - codes.search_sorted(code.get_column("t0"), side="left").cast(pl.Int64))
     return events.with_columns(counts.alias(out_col))
-
-
-def _encoded_history(hist: pl.DataFrame, keys: list[str], ts_field: str, start: int,
-                     bits: int) -> tuple[pl.DataFrame, pl.Series]:
-    """(dense id per key, sorted ``id * 2**bits + (ts - start)`` of every history row)."""
-    ids = hist.select(keys).unique().with_row_index("_g")
-    if ids.height >= 1 << (62 - bits):
-        raise OverflowError(f"counter history: {ids.height} keys over a {(1 << bits) // DAY_MS}-day span do not fit 63 bits")
-    codes = hist.join(ids, on=keys).select(
-        pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start)
-    ).to_series().sort()
-    return ids, codes
 
 
 def context(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext) -> pl.DataFrame:

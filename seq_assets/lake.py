@@ -249,6 +249,20 @@ class Lake:
             lf = lf.select(columns)
         return lf
 
+    def scan_with_files(self, kind: str, name: str, start: date,
+                        end: date) -> tuple[pl.LazyFrame, dict[date, frozenset[str]]] | None:
+        """:meth:`scan` of the days [start, end], and the data files of each of those days in the
+        same table version. Data files never change, so equal file sets mean equal contents."""
+        t = self.table(kind, name)
+        if t is None:
+            return None
+        adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True))).select(
+            "path", pl.col("partition.date").cast(pl.String).str.to_date().alias("date"))
+        adds = adds.filter(pl.col("date").is_between(start, end))
+        files = {d: frozenset(g.get_column("path").to_list())
+                 for (d,), g in adds.partition_by("date", as_dict=True).items()}
+        return pl.scan_delta(t).filter(pl.col("date").is_between(start, end)), files
+
     def read(self, kind: str, name: str, **kw) -> pl.DataFrame | None:
         lf = self.scan(kind, name, **kw)
         return None if lf is None else lf.collect()
