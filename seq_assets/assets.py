@@ -152,8 +152,7 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
         ctx = LakeContext(engine.lake)
         outcomes: dict[tuple[str, str], list] = {}
         last: dict[str, pl.DataFrame] = {}
-        for day in days:
-            engine.index_batch_day(source, day, selected, ctx)
+        for day, _ in engine.index_batch_days(source, days, selected, ctx):
             raw, _ = engine.raw_day(source, day)
             for et in selected:
                 written = engine.lake.read("events", et, days=[day])

@@ -26,6 +26,14 @@ from seq_assets.sequences import assemble_sequences, end_of_day_ms, extend_seque
 BATCH_ORIGIN = "batch"
 
 
+def first_per_key(df: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The first row of each ``key`` in frame order, like ``unique(keep="first",
+    maintain_order=True)`` but one hash pass over the key, and no copy when it is already unique."""
+    if df.get_column(key).n_unique() == df.height:
+        return df
+    return df.filter(pl.col(key).is_first_distinct())
+
+
 class LakeContext:
     """Backs enrichments with lake tables; caches what one run reads more than once."""
 
@@ -180,7 +188,7 @@ class Engine:
         """Materialize one day of ``raw/<source>`` (and its dead letters) from the landing files."""
         decoded, files = self.load_batch_day(source, day)
         eid = self.compiled.sources[source]["event_id_field"]
-        valid = decoded.valid.unique(subset=[eid], keep="first", maintain_order=True)
+        valid = first_per_key(decoded.valid, eid)
         only_batch = f"origin = '{BATCH_ORIGIN}'"
         info = self.lake.replace_partitions("raw", source, valid, [day], extra_predicate=only_batch)
         dead = self.lake.replace_partitions("dead_letter", source, decoded.dead, [day], extra_predicate=only_batch)
@@ -225,7 +233,7 @@ class Engine:
         unless the caller says it already is)."""
         src = self.compiled.sources[source]
         if not deduplicated:
-            raw = raw.unique(subset=[src["event_id_field"]], keep="first", maintain_order=True)
+            raw = first_per_key(raw, src["event_id_field"])
         ctx = ctx or LakeContext(self.lake)
         stamp = ingested_at or datetime.now(timezone.utc)
         result = IndexResult()
@@ -255,13 +263,36 @@ class Engine:
         and inserted (unseen ids only) until ``raw/`` holds still: no streamed event is lost to the
         overwrite, and none is doubled.
         """
-        src = self.compiled.sources[source]
-        eid = src["event_id_field"]
-        raw, version = self.raw_day(source, day)
-        raw = raw.unique(subset=[eid], keep="first", maintain_order=True)
+        indexed = self._index_day(source, day, event_types, ctx or LakeContext(self.lake))
+        return self._write_day(source, day, event_types, *indexed, max_catch_up=max_catch_up)
+
+    def index_batch_days(self, source: str, days: list[date], event_types: list[str] | None = None,
+                         ctx: LakeContext | None = None, max_catch_up: int = 20):
+        """:meth:`index_batch_day` for each of ``days`` in order, yielding ``(day, events)`` as each
+        day's writes land. A day's writes (and catch-up) run on a second thread while the next day
+        is indexed: the next day reads only ``raw/`` and enrichments, never the events written."""
         ctx = ctx or LakeContext(self.lake)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-day") as pool:
+            pending = None
+            for day in sorted(days):
+                indexed = self._index_day(source, day, event_types, ctx)
+                if pending is not None:
+                    yield pending[0], pending[1].result()
+                pending = (day, pool.submit(self._write_day, source, day, event_types, *indexed,
+                                            max_catch_up=max_catch_up))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+
+    def _index_day(self, source: str, day: date, event_types: list[str] | None,
+                   ctx: LakeContext) -> tuple[pl.DataFrame, int | None, IndexResult]:
+        raw, version = self.raw_day(source, day)
+        raw = first_per_key(raw, self.compiled.sources[source]["event_id_field"])
         ctx.seed(source, day, raw)
-        result = self.index(source, raw, ctx, event_types=event_types, deduplicated=True)
+        return raw, version, self.index(source, raw, ctx, event_types=event_types, deduplicated=True)
+
+    def _write_day(self, source: str, day: date, event_types: list[str] | None, raw: pl.DataFrame,
+                   version: int | None, result: IndexResult, max_catch_up: int) -> dict[str, pl.DataFrame]:
+        eid = self.compiled.sources[source]["event_id_field"]
         # The event types' tables are independent: their writes run at once (outside the GIL).
         with ThreadPoolExecutor(max_workers=max(1, len(result.events)), thread_name_prefix="events-write") as pool:
             for f in [pool.submit(self.write_events_day, et, day, df.filter(pl.col("date") == day))

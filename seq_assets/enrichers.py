@@ -72,17 +72,31 @@ def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, sour
     bits = (end - start).bit_length()
     user_field = source["user_field"]
     cache = getattr(ctx, "cache", None)
-    cache_key = ("counter", enrichment["name"], start, end)
-    hist = cache.get(cache_key) if cache is not None else None
-    if hist is None:
-        needed = sorted({*keys, ts_field, *_pred_cols(enrichment["counts"])})
-        # A small batch (the stream) reads only its users' history; a whole day reads everything once.
-        users = events.get_column(user_field).unique() if user_field in keys and cache is None else None
-        hist = (ctx.history(source, needed, start, end, users).lazy()
+    needed = sorted({*keys, ts_field, *_pred_cols(enrichment["counts"])})
+
+    def counted(lo: int, hi: int, users: pl.Series | None) -> pl.DataFrame:
+        return (ctx.history(source, needed, lo, hi, users).lazy()
                 .filter(to_expr(enrichment["counts"])).select(*keys, ts_field).collect())
-        if cache is not None:
-            cache.pop(next((k for k in cache if k[:2] == ("counter", enrichment["name"])), None), None)
-            cache[cache_key] = hist
+
+    if cache is None:
+        # A small batch (the stream) reads only its users' history.
+        users = events.get_column(user_field).unique() if user_field in keys else None
+        hist = counted(start, end, users)
+    else:
+        # A whole day reads everything, and keeps each day's counted rows for the next days of
+        # the run (a backfill walks consecutive days): each day is filtered once, not once per window.
+        days = days_between(start, end - 1)
+        missing = [d for d in days if ("counter", enrichment["name"], d) not in cache]
+        if missing:
+            lo, hi = _day_ms(missing[0]), _day_ms(missing[-1]) + DAY_MS
+            got = counted(lo, hi, None).with_columns((pl.col(ts_field) // DAY_MS).alias("_day"))
+            parts = got.partition_by("_day", as_dict=True, include_key=False)
+            for d in missing:
+                part = parts.get((_day_ms(d) // DAY_MS,))
+                cache[("counter", enrichment["name"], d)] = part if part is not None else got.head(0).drop("_day")
+        for k in [k for k in cache if k[:2] == ("counter", enrichment["name"]) and k[2] not in days]:
+            del cache[k]
+        hist = pl.concat([cache[("counter", enrichment["name"], d)] for d in days])
     ids = events.select(keys).unique().with_row_index("_g")
     if ids.height >= 1 << (62 - bits):
         raise OverflowError(f"counter: {ids.height} keys over a {(1 << bits) // DAY_MS}-day span do not fit 63 bits")
@@ -111,6 +125,10 @@ def _pred_cols(pred: dict) -> list[str]:
         elif isinstance(a, dict) and "op" in a:
             out.extend(_pred_cols(a))
     return out
+
+
+def _day_ms(day: date) -> int:
+    return (day - date(1970, 1, 1)).days * DAY_MS
 
 
 def days_between(start_ms: int, end_ms: int) -> list[date]:

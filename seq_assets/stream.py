@@ -18,7 +18,7 @@ from typing import Iterator
 import polars as pl
 
 from seq_assets.decode import Decoded
-from seq_assets.engine import Engine, LakeContext
+from seq_assets.engine import Engine, LakeContext, first_per_key
 
 STREAM_ORIGIN = "kafka"
 
@@ -171,7 +171,7 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
     lake, src = engine.lake, engine.compiled.sources[source]
     res = MicroBatchResult(batch_id=batch_id, records=records)
     eid = src["event_id_field"]
-    valid = decoded.valid.unique(subset=[eid], keep="first", maintain_order=True)
+    valid = first_per_key(decoded.valid, eid)
     dead = decoded.dead
     with ThreadPoolExecutor(max_workers=4) as pool:
         dead_write = pool.submit(lake.insert_unseen, "dead_letter", source, dead, key="record_id") if dead.height else None

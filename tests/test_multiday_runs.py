@@ -1,6 +1,7 @@
-"""Building a day's sequences from the day before: equal to a build from the whole window.
+"""Runs over many days (backfills) take shortcuts; each must equal the one-day-at-a-time result.
 
-The chain (``extend_sequences``) is checked against ``assemble_sequences`` on random histories
+Events: a day's writes overlap the next day's indexing. Sequences: a day is built from the day
+before and its own events, equal to a build from the whole window. The chain (``extend_sequences``) is checked against ``assemble_sequences`` on random histories
 where lists hit the length cap, days leave the window and users drop out; the engine's chain is
 checked on a copy of the demo lake, including a backfill between two days, after which the next
 day must be rebuilt from the window instead of extended from stale sequences.
@@ -115,3 +116,19 @@ def test_a_backfill_between_two_days_makes_the_next_day_rebuild_from_the_window(
     again = engine._build_sequences(table, d3, built)
     assert not again.extended
     assert_frame_equal(again.seqs, engine.build_sequences_day(table, d3))
+
+
+def test_indexing_days_in_one_run_writes_what_one_day_at_a_time_wrote(demo_lake, lake_copy):
+    from seq_assets.lake import Lake
+
+    engine, source = lake_copy, "user_engagements"
+    before = Lake(str(demo_lake.lake))
+    ets = [et["name"] for et in engine.compiled.event_types_of(source)]
+    out = list(engine.index_batch_days(source, list(reversed(DEMO_DAYS))))
+    assert [d for d, _ in out] == list(DEMO_DAYS)
+    for et in ets:
+        got = engine.lake.read("events", et).drop("ingested_at").sort("event_id")
+        want = before.read("events", et).drop("ingested_at").sort("event_id")
+        assert got.height > 0
+        assert_frame_equal(got, want)
+        assert sum(events[et].height for _, events in out) == want.height
