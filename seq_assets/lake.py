@@ -124,7 +124,12 @@ class Lake:
         if table is not None and table.schema().to_json() != schema.to_json():
             return None
         adds = []
-        for (day,), part in df.partition_by("date", as_dict=True, include_key=False, maintain_order=True).items():
+        dates = df.get_column("date").unique()
+        if dates.len() == 1:  # one day (the usual write): no split, which would copy every column
+            parts = {(dates[0],): df.drop("date")}
+        else:
+            parts = df.partition_by("date", as_dict=True, include_key=False, maintain_order=True)
+        for (day,), part in parts.items():
             rel = f"date={day.isoformat()}/part-{uuid.uuid4().hex}-c000.zstd.parquet"
             path = os.path.join(uri, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
