@@ -132,3 +132,51 @@ def test_indexing_days_in_one_run_writes_what_one_day_at_a_time_wrote(demo_lake,
         assert got.height > 0
         assert_frame_equal(got, want)
         assert sum(events[et].height for _, events in out) == want.height
+
+
+def test_a_run_starting_later_extends_the_stored_day_before_while_its_lineage_holds(lake_copy):
+    import json
+
+    engine, table = lake_copy, "engagements_v1"
+    d1, d2, d3 = DEMO_DAYS
+    list(engine.sequences_days(table, [d1, d2]))
+    record = engine._lineage_path(table, d2)
+    assert json.load(open(record))["output_hash"] == engine.compiled.features[table]["output_hash"]
+    fresh = engine._build_sequences(table, d3, None)  # a new run: the day before comes from the lake
+    assert fresh.extended
+    assert_frame_equal(fresh.seqs, engine.build_sequences_day(table, d3))
+
+    # The stored partition was rewritten by a writer that kept no lineage: rebuild from the window.
+    engine.write_sequences_day(table, d2, engine.lake.read("sequences", table, days=[d2]))
+    assert not engine._build_sequences(table, d3, None).extended
+    list(engine.sequences_days(table, [d2]))
+    assert engine._build_sequences(table, d3, None).extended
+
+    # A record from another definition of the feature does not count.
+    body = json.load(open(record))
+    json.dump(dict(body, output_hash="something else"), open(record, "w"))
+    assert not engine._build_sequences(table, d3, None).extended
+    json.dump(body, open(record, "w"))
+
+    # A backfill of day 1's events after day 2 was stored: rebuild from the window.
+    saves = engine.lake.read("events", "pin_save", days=[d1])
+    engine.lake.replace_partitions("events", "pin_save", saves.tail(saves.height - 3), [d1])
+    after = engine._build_sequences(table, d3, None)
+    assert not after.extended
+    assert_frame_equal(after.seqs, engine.build_sequences_day(table, d3))
+    assert not set(saves.head(3)["event_id"]) & set(after.seqs["event_id"].explode().drop_nulls())
+
+
+def test_stored_chains_end_after_a_few_days_and_failed_days_are_not_extended(lake_copy, monkeypatch):
+    import seq_assets.engine as engine_module
+
+    engine, table = lake_copy, "saves_v1"
+    d1, d2, d3 = DEMO_DAYS
+    list(engine.sequences_days(table, [d1]))
+    list(engine.sequences_days(table, [d2]))  # a one-day run extends the stored day 1
+    assert engine._build_sequences(table, d3, None).extended
+    monkeypatch.setattr(engine_module, "MAX_STORED_CHAIN", 1)  # day 2 is one day into its chain
+    assert not engine._build_sequences(table, d3, None).extended
+    monkeypatch.undo()
+    engine.forget_lineage(table, d2)  # what the asset does when day 2's invariants fail
+    assert not engine._build_sequences(table, d3, None).extended
