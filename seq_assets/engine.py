@@ -8,14 +8,10 @@ around them.
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable
 
 import polars as pl
 
@@ -106,25 +102,12 @@ class LakeContext:
 
 @dataclass
 class _Built:
-    """One day's sequences and a digest of the events files (per event type and day) they were
-    built from."""
+    """One day's sequences and the events files (per event type and day) they were built from."""
 
     day: date
     seqs: pl.DataFrame
-    files: dict[tuple[str, date], str]
+    files: dict[tuple[str, date], frozenset[str]]
     extended: bool = False
-    depth: int = 0  # days extended since the last build from the whole window
-
-
-# A stored partition is extended at most this many days in a row before a day is rebuilt from its
-# window, so a partition built by faulty code cannot be carried forward for long. Bump
-# LINEAGE_FORMAT when the way sequences are built changes: older records are then ignored.
-MAX_STORED_CHAIN = 6
-LINEAGE_FORMAT = 1
-
-
-def _digest(paths: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()
 
 
 @dataclass
@@ -340,14 +323,12 @@ class Engine:
         return self._build_sequences(feature_table, day, None).seqs
 
     def _build_sequences(self, feature_table: str, day: date, previous: "_Built | None") -> "_Built":
-        """Build one day, from the day before when that is known and still current.
+        """Build one day, from the day before when ``previous`` holds it and is still current.
 
-        The day before comes from ``previous`` (built earlier in the same run) or else from its
-        stored partition and lineage record (see :meth:`_save_lineage`). It is current when the
-        events files of the days both windows share are exactly the ones it was built from
-        (Delta data files are immutable, so the same files are the same rows): a backfill or a
-        late stream insert in between changes them, and the day is then rebuilt from the whole
-        window.
+        ``previous`` is current when the events files of the days both windows share are exactly
+        the ones it was built from (Delta data files are immutable, so the same files are the same
+        rows): a backfill or a late stream insert in between changes them, and the day is then
+        rebuilt from the whole window.
         """
         feature = self.compiled.features[feature_table]
         fields = self.compiled.stored_fields(feature)
@@ -357,99 +338,36 @@ class Engine:
         cols = sorted({"user_id", "event_type", feature["ordering"]["by"], feature["ordering"]["tie_break"],
                        *feature["dedup_key"], *fields})
         src = self.compiled.sources[self.compiled.event_types[feature["event_types"][0]]["source"]]
+        extend = (previous is not None and previous.day == day - timedelta(days=1)
+                  and extendable(feature, fields, src["event_id_field"], src["time_field"]))
         scans, files = [], {}
         for et in feature["event_types"]:
             got = self.lake.scan_with_files("events", et, first_day, day)
             if got is not None:
                 scans.append(got[0])
-                files.update({(et, d): _digest(paths) for d, paths in got[1].items()})
-        before = day - timedelta(days=1)
-        stored, depth = None, 0
-        if extendable(feature, fields, src["event_id_field"], src["time_field"]) and scans:
-            if previous is None or previous.day != before:
-                previous, stored = None, self._stored_lineage(feature_table, before)
-            lineage = previous.files if previous is not None else stored[1] if stored is not None else None
-            depth = previous.depth if previous is not None else stored[2] if stored is not None else 0
+                files.update({(et, d): paths for d, paths in got[1].items()})
+        if extend:
             shared = {k: v for k, v in files.items() if k[1] < day}
-            if lineage is None or shared != {k: v for k, v in lineage.items() if k[1] >= first_day}:
-                previous = stored = None
-        else:
-            previous = None
+            extend = shared == {k: v for k, v in previous.files.items() if k[1] >= first_day}
         if not scans:
             seqs = pl.DataFrame(schema=schema)
-        elif previous is not None or stored is not None:
-            old = previous.seqs if previous is not None else stored[0].collect()
+        elif extend:
             today = pl.concat([lf.filter(pl.col("date") == day).select(cols) for lf in scans], how="vertical_relaxed")
-            seqs = extend_sequences(feature, old, today, end_ms, fields, day)
+            seqs = extend_sequences(feature, previous.seqs, today, end_ms, fields, day)
         else:
             window = pl.concat([lf.select(cols) for lf in scans], how="vertical_relaxed")
             seqs = assemble_sequences(feature, window, end_ms, fields, day)
         seqs = seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
-        extended = previous is not None or stored is not None
-        return _Built(day, seqs, files, extended=extended, depth=depth + 1 if extended else 0)
-
-    def _lineage_path(self, feature_table: str, day: date) -> str | None:
-        """Where a sequences partition's lineage record lives (local lakes only): beside the
-        table's data, in a folder Delta readers and vacuum leave alone."""
-        if not self.lake._local:
-            return None
-        root = self.lake.uri("sequences", feature_table).removeprefix("file://")
-        return os.path.join(root, "_lineage", f"date={day.isoformat()}.json")
-
-    def _save_lineage(self, feature_table: str, built: "_Built", info: WriteInfo) -> None:
-        """Record what a written partition was built from: the feature's output hash, a digest of
-        the data files the write added (the partition's files right after it), and one digest
-        per events table and day of its window. A later run can then extend the partition (see
-        :meth:`_stored_lineage`) instead of reading the window. Nothing is recorded when the
-        writer does not report its files."""
-        path = self._lineage_path(feature_table, built.day)
-        if path is None or info.files is None:
-            return
-        record = {"format": LINEAGE_FORMAT, "output_hash": self.compiled.features[feature_table]["output_hash"],
-                  "depth": built.depth, "sequences": _digest(info.files),
-                  "events": [[et, d.isoformat(), h] for (et, d), h in sorted(built.files.items())]}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
-
-    def forget_lineage(self, feature_table: str, day: date) -> None:
-        """Drop a partition's lineage record (its checks failed): the next day reads the window."""
-        path = self._lineage_path(feature_table, day)
-        if path is not None and os.path.exists(path):
-            os.remove(path)
-
-    def _stored_lineage(self, feature_table: str, day: date) -> tuple[pl.LazyFrame, dict, int] | None:
-        """The stored partition of ``day``, the events digests it was built from and its depth, if
-        its lineage record is for this definition and build format, for the data files the
-        partition holds now, and not at the end of a chain of :data:`MAX_STORED_CHAIN` days."""
-        path = self._lineage_path(feature_table, day)
-        if path is None or not os.path.exists(path):
-            return None
-        with open(path) as f:
-            record = json.load(f)
-        if (record.get("format") != LINEAGE_FORMAT or record.get("depth", MAX_STORED_CHAIN) >= MAX_STORED_CHAIN
-                or record.get("output_hash") != self.compiled.features[feature_table]["output_hash"]):
-            return None
-        got = self.lake.scan_with_files("sequences", feature_table, day, day)
-        if got is None or day not in got[1] or _digest(got[1][day]) != record.get("sequences"):
-            return None
-        return got[0], {(et, date.fromisoformat(d)): h for et, d, h in record["events"]}, record["depth"]
+        return _Built(day, seqs, files, extended=bool(scans) and extend)
 
     def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
         return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
 
-    def _write_built(self, feature_table: str, built: "_Built") -> WriteInfo:
-        info = self.write_sequences_day(feature_table, built.day, built.seqs)
-        self._save_lineage(feature_table, built, info)
-        return info
-
     def sequences_days(self, feature_table: str, days: list[date]):
         """Build and write the feature's partitions of ``days`` in order, yielding ``(day, seqs, info)``
-        as each write lands. A day extends the day before with its own events when that day is
-        known and current (built just before in this run, or stored with its lineage; see
-        :meth:`_build_sequences`) instead of reading the whole window again. A day's write runs on a second thread while the next day is built (both
+        as each write lands. A day that follows the one built before it extends that day's
+        sequences with its own events (see :meth:`_build_sequences`) instead of reading the whole
+        window again. A day's write runs on a second thread while the next day is built (both
         spend their time in polars and Parquet code outside the GIL); at most one write is in
         flight, so memory holds two days at a time."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seq-write") as pool:
@@ -459,7 +377,7 @@ class Engine:
                 seqs = built.seqs
                 if pending is not None:
                     yield pending[0], pending[1], pending[2].result()
-                pending = (day, seqs, pool.submit(self._write_built, feature_table, built))
+                pending = (day, seqs, pool.submit(self.write_sequences_day, feature_table, day, seqs))
             if pending is not None:
                 yield pending[0], pending[1], pending[2].result()
 

@@ -32,7 +32,6 @@ class WriteInfo:
     rows: int
     version: int | None
     inserted: int | None = None
-    files: list[str] | None = None  # the data files a partition replace added, when known
 
 
 def _arrow(df: pl.DataFrame) -> pa.Table:
@@ -140,7 +139,7 @@ class Lake:
         if table is None:
             try:
                 create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"])
-                return WriteInfo(rows=df.height, version=self.table(kind, name).version(), files=[a.path for a in adds])
+                return WriteInfo(rows=df.height, version=self.table(kind, name).version())
             except Exception:  # noqa: BLE001 - another writer created it first: commit below
                 table = self.table(kind, name)
                 if table is None or table.schema().to_json() != schema.to_json():
@@ -153,7 +152,7 @@ class Lake:
 
         # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
         with_retries(commit, what=f"replace {kind}/{name}")
-        return WriteInfo(rows=df.height, version=self.table(kind, name).version(), files=[a.path for a in adds])
+        return WriteInfo(rows=df.height, version=self.table(kind, name).version())
 
     def uri(self, kind: str, name: str) -> str:
         if kind not in KINDS:
