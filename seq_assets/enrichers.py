@@ -88,11 +88,11 @@ def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, sour
         days = days_between(start, end - 1)
         missing = [d for d in days if ("counter", enrichment["name"], d) not in cache]
         if missing:
-            lo, hi = _day_ms(missing[0]), _day_ms(missing[-1]) + DAY_MS
+            lo, hi = day_start_ms(missing[0]), day_start_ms(missing[-1]) + DAY_MS
             got = counted(lo, hi, None).with_columns((pl.col(ts_field) // DAY_MS).alias("_day"))
             parts = got.partition_by("_day", as_dict=True, include_key=False)
             for d in missing:
-                part = parts.get((_day_ms(d) // DAY_MS,))
+                part = parts.get((day_start_ms(d) // DAY_MS,))
                 cache[("counter", enrichment["name"], d)] = part if part is not None else got.head(0).drop("_day")
         for k in [k for k in cache if k[:2] == ("counter", enrichment["name"]) and k[2] not in days]:
             del cache[k]
@@ -127,7 +127,8 @@ def _pred_cols(pred: dict) -> list[str]:
     return out
 
 
-def _day_ms(day: date) -> int:
+def day_start_ms(day: date) -> int:
+    """Start of a UTC day in epoch milliseconds."""
     return (day - date(1970, 1, 1)).days * DAY_MS
 
 

@@ -12,22 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 import polars as pl
 
 from seq_assets.compiled import polars_type
 from seq_assets.engine import Engine, LakeContext
-from seq_assets.enrichers import _pred_cols, days_between
+from seq_assets.enrichers import _pred_cols, day_start_ms, days_between
 from seq_assets.lake import Lake
 from seq_assets.predicates import to_expr
 from seq_assets.stream import decode_chunk
 
 log = logging.getLogger("seqplat.tail")
-
-
-def _day_ms(day) -> int:
-    return (day - date(1970, 1, 1)).days * 86_400_000
 
 
 class TailContext(LakeContext):
@@ -53,7 +49,7 @@ class TailContext(LakeContext):
         if cached is not None and cached[0] <= days[0] and cached[1] >= days[-1]:
             return cached[2]
         if cached is not None:  # a late event reaches further back: widen the cached range
-            days = days_between(min(start_ms, _day_ms(cached[0])), max(end_ms, _day_ms(cached[1])))
+            days = days_between(min(start_ms, day_start_ms(cached[0])), max(end_ms, day_start_ms(cached[1])))
         counters = [e for e in self.compiled.enrichments.values() if e["kind"] == "counter" and e["source"] == name]
         ts, eid = source["time_field"], source["event_id_field"]
         cols = sorted({eid, ts, source["user_field"], *columns,
