@@ -20,9 +20,11 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import CommitProperties
 
 from seq_assets import config
 
+_WRITE_ID = "seqplat.write_id"  # commit metadata that lets a replace find its own commit
 KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics", "analysis")
 _RETRIES = 8
 
@@ -145,14 +147,60 @@ class Lake:
                 if table is None or table.schema().to_json() != schema.to_json():
                     raise
         filters = [("date", "in", [d.isoformat() for d in days])]
+        write_id = uuid.uuid4().hex
 
-        def commit():
-            self.table(kind, name).create_write_transaction(adds, mode="overwrite", schema=schema,
-                                                            partition_by=["date"], partition_filters=filters)
+        def commit() -> int:
+            t = self.table(kind, name)
+            t.create_write_transaction(
+                adds, mode="overwrite", schema=schema, partition_by=["date"], partition_filters=filters,
+                commit_properties=CommitProperties(custom_metadata={_WRITE_ID: write_id}))
+            return t.version()  # the version the transaction was built on
 
         # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
-        with_retries(commit, what=f"replace {kind}/{name}")
+        base = with_retries(commit, what=f"replace {kind}/{name}")
+        self._drop_survivors(kind, name, days, base, write_id, {a.path for a in adds})
         return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+    def _drop_survivors(self, kind: str, name: str, days: list[date], base: int, write_id: str,
+                        ours: set[str]) -> None:
+        """Remove the files a replace should have removed but could not see.
+
+        The overwrite removes the days' files of the version it was built on; a writer that
+        committed to those days after that version but before the overwrite landed (delta-rs'
+        conflict check lets such a commit through) leaves its files beside the new ones, and its
+        rows could be doubled. Those files are removed: the days then hold exactly what the
+        replace wrote, as a replace promises. (``Engine.index_batch_day`` re-inserts any raw row
+        it had not indexed.) A writer that commits after the replace saw it and is left alone.
+        """
+        from deltalake.transaction import RemoveAction
+
+        t = self.table(kind, name)
+        if t.version() == base + 1:  # nothing landed between the version read and this commit
+            return
+        landed = next((h["version"] for h in t.history(limit=100) if h.get(_WRITE_ID) == write_id), None)
+        if landed is None or landed == base + 1:
+            return
+        wanted = {d.isoformat() for d in days}
+
+        def day_files(table: DeltaTable) -> dict[str, dict]:
+            adds = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
+            adds = adds.with_columns(pl.col("partition.date").cast(pl.String))
+            return {r["path"]: r for r in adds.filter(pl.col("partition.date").is_in(list(wanted))).iter_rows(named=True)}
+
+        then = day_files(DeltaTable(self.uri(kind, name), version=landed, storage_options=self.storage_options))
+        survivors = set(then) - ours
+        if not survivors:
+            return
+
+        def remove():
+            table = self.table(kind, name)
+            live = day_files(table)
+            gone = [RemoveAction(p, True, int(time.time() * 1000), live[p]["size_bytes"], {"date": live[p]["partition.date"]})
+                    for p in sorted(survivors & set(live))]
+            if gone:
+                table.create_write_transaction(gone, mode="append", schema=table.schema(), partition_by=["date"])
+
+        with_retries(remove, what=f"replace {kind}/{name}: drop files committed under it")
 
     def uri(self, kind: str, name: str) -> str:
         if kind not in KINDS:

@@ -124,3 +124,28 @@ def test_a_replace_racing_inserts_into_the_same_day_loses_nothing(lake):
     assert {"seed", "batch4"} <= ids
     assert ids - {"seed", "batch4"} <= set(inserted)
     assert lake.table("events", "t").version() >= 6
+
+
+def test_a_replace_removes_what_was_committed_under_it_so_no_row_is_doubled(lake, monkeypatch):
+    from deltalake import DeltaTable
+
+    lake.replace_partitions("events", "t", frame(D1, ["a"]), [D1])
+    lake.replace_partitions("events", "t", frame(D2, ["other-day"]), [D2])
+    other = Lake(lake.root)
+    real = DeltaTable.create_write_transaction
+    slipped: list[int] = []
+
+    def commit_with_a_writer_slipping_in(self, actions, mode, *args, **kwargs):
+        if mode == "overwrite" and not slipped:
+            # Another writer commits to the day after this transaction's version was read.
+            other.insert_unseen("events", "t", frame(D1, ["b", "c"], n0=100))
+            slipped.append(other.table("events", "t").version())
+        return real(self, actions, mode, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", commit_with_a_writer_slipping_in)
+    lake.replace_partitions("events", "t", frame(D1, ["a", "b"]), [D1])
+    assert slipped
+    day = lake.read("events", "t", days=[D1]).sort("event_id")
+    assert day.get_column("event_id").to_list() == ["a", "b"]  # exactly what the replace wrote
+    assert day.get_column("n").to_list() == [0, 1]
+    assert lake.read("events", "t", days=[D2]).get_column("event_id").to_list() == ["other-day"]
