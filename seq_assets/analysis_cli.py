@@ -93,12 +93,13 @@ def _parse_as_of(text: str | None):
 def latest_day(lake, table: str) -> date | None:
     """The newest ``date`` partition of ``sequences/<table>``."""
     import polars as pl
-    import pyarrow as pa
+
+    from seq_assets.lake import add_actions
 
     t = lake.table("sequences", table)
     if t is None:
         return None
-    adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
+    adds = add_actions(t)
     if adds.is_empty() or "partition.date" not in adds.columns:
         return None
     return adds.get_column("partition.date").cast(pl.Date).max()

@@ -82,6 +82,12 @@ def _file_stats(df: pl.DataFrame) -> str:
     return json.dumps(stats)
 
 
+def add_actions(table: DeltaTable) -> pl.DataFrame:
+    """The live data files of a table version, one row each (``path``, ``size_bytes``,
+    ``modification_time``, ``partition.date``, statistics), as delta-rs lists them."""
+    return pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
+
+
 def _date_list(days: Iterable[date]) -> str:
     return ", ".join(f"'{d.isoformat()}'" for d in sorted(set(days)))
 
@@ -183,7 +189,7 @@ class Lake:
         wanted = {d.isoformat() for d in days}
 
         def day_files(table: DeltaTable) -> dict[str, dict]:
-            adds = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
+            adds = add_actions(table)
             adds = adds.with_columns(pl.col("partition.date").cast(pl.String))
             return {r["path"]: r for r in adds.filter(pl.col("partition.date").is_in(list(wanted))).iter_rows(named=True)}
 
@@ -309,7 +315,7 @@ class Lake:
         t = self.table(kind, name)
         if t is None:
             return None
-        adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True))).select(
+        adds = add_actions(t).select(
             "path", pl.col("partition.date").cast(pl.String).str.to_date().alias("date"))
         adds = adds.filter(pl.col("date").is_between(start, end))
         files = {d: frozenset(g.get_column("path").to_list())
@@ -325,7 +331,7 @@ class Lake:
         t = self.table(kind, name)
         if t is None:
             return {"version": None, "files": 0, "bytes": 0}
-        adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
+        adds = add_actions(t)
         if day is not None and "partition.date" in adds.columns:
             adds = adds.filter(pl.col("partition.date").cast(pl.String) == day.isoformat())
         return {"version": t.version(), "files": adds.height, "bytes": int(adds.get_column("size_bytes").sum() or 0)}

@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from seq_assets.lake import KINDS, Lake
+from seq_assets.lake import KINDS, Lake, add_actions
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -343,7 +343,7 @@ def day_files(lake: Lake | str | None, kind: str, name: str, day=None) -> dict[s
     t = _lake(lake).table(kind, name)
     if t is None:
         return {}
-    adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
+    adds = add_actions(t)
     if day is not None:
         adds = adds.filter(pl.col("partition.date").cast(pl.String) == str(day)[:10])
     return {f"{kind}/{name}/{p}": int(s) for p, s in adds.select("path", "size_bytes").iter_rows()}

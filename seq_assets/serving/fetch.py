@@ -13,10 +13,9 @@ from datetime import date
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from seq_assets.compiled import Compiled
-from seq_assets.lake import Lake
+from seq_assets.lake import Lake, add_actions
 from seq_assets.serving.columns import Events, column_to_numpy, frame_to_events, list_widths
 
 
@@ -37,7 +36,7 @@ class Snapshot:
     def load(cls, lake: Lake, table: str, day: date, fields: list[str],
              widths: dict[str, int] | None = None) -> "Snapshot":
         t = lake.table("sequences", table)
-        adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
+        adds = add_actions(t)
         written = adds.filter(pl.col("partition.date") == day).get_column("modification_time").max()
         # One column at a time: the nested frame, its flat copy and the numpy form of one field are
         # alive at once, never those of every field (embeddings dominate the peak memory).

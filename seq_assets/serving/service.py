@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import polars as pl
-import pyarrow as pa
 
 from seq_assets.compiled import Compiled, load_compiled
 from seq_assets.config import today_utc
-from seq_assets.lake import Lake
+from seq_assets.lake import Lake, add_actions
 from seq_assets.serving import enrich, featurize, size
 from seq_assets.serving import filter as filter_stage
 from seq_assets.serving.fetch import FeatureStore
@@ -115,7 +114,7 @@ class SequenceService:
             t = self.lake.table("events", et)
             if t is None:
                 continue
-            adds = pl.from_arrow(pa.table(t.get_add_actions(flatten=True)))
+            adds = add_actions(t)
             if since is not None and "partition.date" in adds.columns:
                 later = pl.col("partition.date") > since
                 if written_ms is not None:
