@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phases import add_lake_args, run_phase, use_workdir  # noqa: E402
 
+from seq_assets import settings  # noqa: E402
+
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -36,7 +38,7 @@ def _days(end: date, n: int) -> list[date]:
 
 
 def phase_generate(a) -> dict:
-    from seq_assets.demo_data import DemoSpec, write_demo_data
+    from seq_assets.devtools.demo_data import DemoSpec, write_demo_data
 
     t = time.perf_counter()
     summary = write_demo_data(DemoSpec(users=a.users, days=a.days, events=a.events, seed=a.seed,
@@ -45,10 +47,10 @@ def phase_generate(a) -> dict:
 
 
 def phase_raw(a) -> dict:
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine
+    from seq_assets.core.engine import Engine
+    from seq_assets.settings import load_compiled
 
-    engine = Engine(load_compiled())
+    engine = Engine(load_compiled(), settings.lake(), settings.landing())
     t = time.perf_counter()
     rows = dead = 0
     for day in _days(date.fromisoformat(a.end_date), a.days):
@@ -80,11 +82,11 @@ def phase_copy(a) -> dict:
 
 def phase_pipeline(a) -> dict:
     """What the daily batch does for each day: index every event type, then build every feature."""
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine, LakeContext
+    from seq_assets.core.engine import Engine, LakeContext
+    from seq_assets.settings import load_compiled
 
     compiled = load_compiled()
-    engine = Engine(compiled)
+    engine = Engine(compiled, settings.lake(), settings.landing())
     days = _days(date.fromisoformat(a.end_date), a.days)
     timings = {"events": 0.0, "sequences": 0.0}
     event_rows = 0
@@ -108,10 +110,9 @@ def phase_sizes(a) -> dict:
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
-    from seq_assets.compiled import load_compiled
-    from seq_assets.lake import Lake
+    from seq_assets.settings import load_compiled
 
-    lake = Lake()
+    lake = settings.lake()
     compiled = load_compiled()
     out: dict = {}
 

@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from seq_assets import settings  # noqa: E402
+
 from phases import run_phase  # noqa: E402
 
 FEATURE = "engagements_v1"
@@ -70,7 +72,7 @@ def _free_port() -> int:
 # ---- building the lake (each phase in its own process) ---------------------------------------
 
 def phase_generate(a) -> dict:
-    from seq_assets.demo_data import DemoSpec, write_demo_data
+    from seq_assets.devtools.demo_data import DemoSpec, write_demo_data
 
     t = time.perf_counter()
     summary = write_demo_data(DemoSpec(users=a.users, days=a.days, events=a.events, seed=a.seed,
@@ -80,11 +82,11 @@ def phase_generate(a) -> dict:
 
 def phase_build(a) -> dict:
     """raw/ + enrichments/ + events/ for every day, then the last day's sequences/ (the snapshot)."""
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine, LakeContext
+    from seq_assets.core.engine import Engine, LakeContext
+    from seq_assets.settings import load_compiled
 
     compiled = load_compiled()
-    engine = Engine(compiled)
+    engine = Engine(compiled, settings.lake(), settings.landing())
     days = _days(date.fromisoformat(a.end_date), a.days)
     t0 = time.perf_counter()
     rows = 0
@@ -113,11 +115,10 @@ def phase_inprocess(a) -> dict:
     import numpy as np
     import polars as pl
 
-    from seq_assets.lake import Lake
     from seq_assets.serving.service import SequenceService
 
     t = time.perf_counter()
-    service = SequenceService()
+    service = SequenceService(settings.load_compiled(), settings.lake())
     load_s = time.perf_counter() - t
     store = service.stores[FEATURE]
     snap = store.snapshot
@@ -139,7 +140,7 @@ def phase_inprocess(a) -> dict:
         out[fmt] = {"p50_ms": _pct(lat, 50) * 1e3, "p99_ms": _pct(lat, 99) * 1e3, "mean_ms": sum(lat) / len(lat) * 1e3,
                     "requests": len(lat), "mean_events": n_events / len(lat)}
     # (c) the naive way: read the user's row from the sequences table with polars.
-    uri = Lake().uri("sequences", FEATURE)
+    uri = settings.lake().uri("sequences", FEATURE)
     naive, same = [], 0
     for u in users[: a.naive]:
         t = time.perf_counter()
@@ -169,7 +170,7 @@ PHASES = {"generate": phase_generate, "build": phase_build, "inprocess": phase_i
 # ---- HTTP, memory and freshness against a real `seqctl serve` ------------------------------
 
 def http_load(port: int, paths: list[str], seconds: float, concurrency: int) -> dict:
-    from seq_assets.serving.loadgen import flood
+    from seq_assets.devtools.loadgen import flood
 
     res = flood(port, paths, {}, seconds, concurrency, stride=997)
     lat = res["lat_all"]
@@ -202,8 +203,9 @@ def served_figures(a, users: list[int]) -> dict:
 
     from kafka import KafkaProducer
 
-    from seq_assets.broker import EmbeddedBroker, ensure_source_topics
-    from seq_assets.compiled import load_compiled
+    from seq_assets.devtools.broker import EmbeddedBroker
+    from seq_assets.kafka.client import ensure_source_topics
+    from seq_assets.settings import load_compiled
 
     out: dict = {}
     broker = EmbeddedBroker().start(timeout=30)
@@ -331,9 +333,8 @@ def main() -> None:
     _log("phase inprocess ...")
     res["inprocess"] = ip = run_phase(__file__, "inprocess")
 
-    from seq_assets.lake import Lake
 
-    seqs = Lake().read("sequences", FEATURE, columns=["user_id", "event_id"])
+    seqs = settings.lake().read("sequences", FEATURE, columns=["user_id", "event_id"])
     lengths = seqs["event_id"].list.len().to_numpy()
     users = _sample_users(seqs["user_id"].to_numpy(), lengths, 5000, a.seed + 1)
     del seqs

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phases import add_lake_args, run_phase, use_workdir  # noqa: E402
 
+from seq_assets import settings  # noqa: E402
+
 TABLE = "engagements_v1"
 GAP_BUCKETS = [(10, "1 <10s"), (60, "2 10s-1m"), (600, "3 1-10m"), (3600, "4 10m-1h"), (86400, "5 1h-1d")]
 
@@ -125,10 +127,10 @@ def main() -> None:
     use_workdir(a)
     build_lake(a)
 
-    from seq_assets.lake import Lake
-    from seq_assets.sql import EXAMPLES, IOStats, connect, day_files, example, query
+    from seq_assets.sql import connect, query
+    from seq_assets.storage.sql import EXAMPLES, IOStats, day_files, example
 
-    lake = Lake()
+    lake = settings.lake()
     day = date.fromisoformat(a.day or a.end_date)
     dt = lake.table("sequences", TABLE)
     if dt is None:

@@ -37,9 +37,9 @@ def _log(msg: str) -> None:
 
 
 def produce_demo(bootstrap: str, n: int, seed: int) -> int:
-    from seq_assets.compiled import load_compiled
-    from seq_assets.demo_data import DemoSpec, generate_event_lines
-    from seq_assets.produce import produce_events
+    from seq_assets.devtools.demo_data import DemoSpec, generate_event_lines
+    from seq_assets.devtools.produce import produce_events
+    from seq_assets.settings import load_compiled
 
     src = load_compiled().sources["user_engagements"]
     now = int(time.time() * 1000)
@@ -70,12 +70,12 @@ def bare_consume(bootstrap: str, topic: str, ends: dict[int, int]) -> float:
 def throughput(a, bootstrap: str) -> dict:
     from kafka import TopicPartition
 
-    from seq_assets.broker import end_offsets_exact, make_offset_probe
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine
-    from seq_assets.lake import Lake
-    from seq_assets.stream import run_micro_batch
-    from sensors.definitions import plan_ranges
+    from seq_assets.core.engine import Engine
+    from seq_assets.kafka.client import end_offsets_exact, make_offset_probe
+    from seq_assets.kafka.microbatch import run_micro_batch
+    from seq_assets.orchestration.sensors import plan_ranges
+    from seq_assets.settings import load_compiled
+    from seq_assets.storage.lake import Lake
 
     compiled = load_compiled()
     topic = compiled.sources["user_engagements"]["topic"]
@@ -128,7 +128,7 @@ def freshness(a, bootstrap: str) -> dict:
     """Run ``dagster dev`` with the sensor on; send marked click events; time until each is in events/."""
     from kafka import KafkaProducer
 
-    from seq_assets.lake import Lake
+    from seq_assets.storage.lake import Lake
 
     home = Path(a.workdir) / "dagster_home"
     lake_uri = f"{a.workdir}/lake-fresh"
@@ -212,12 +212,13 @@ def main() -> None:
     p.add_argument("--dagster-port", type=int, default=3310)
     a = p.parse_args()
     if a.max_batch is None:
-        from sensors.definitions import DEFAULT_MAX_BATCH
+        from seq_assets.settings import DEFAULT_STREAM_MAX_BATCH as DEFAULT_MAX_BATCH
 
         a.max_batch = int(os.environ.get("SEQ_STREAM_MAX_BATCH", DEFAULT_MAX_BATCH))
     a.workdir = a.workdir or tempfile.mkdtemp(prefix="seqbench-stream-")
-    from seq_assets.broker import EmbeddedBroker, ensure_source_topics
-    from seq_assets.compiled import load_compiled
+    from seq_assets.devtools.broker import EmbeddedBroker
+    from seq_assets.kafka.client import ensure_source_topics
+    from seq_assets.settings import load_compiled
 
     results = {}
     with EmbeddedBroker(log_path=Path(a.workdir) / "tansu.log") as broker:

@@ -1,22 +1,23 @@
-"""The code location: the batch assets and schedule from here, the stream sensors from ``sensors``."""
+"""The code location: every asset, check, schedule and sensor of ``seq_assets.orchestration``."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from seq_assets.assets import build_assets
-from seq_assets.checks import build_checks, quality_automation
-from seq_assets.compiled import load_compiled
-from seq_assets.resources import LakeResource
-from seq_assets.schedules import build_schedules
+from seq_assets import settings
+from seq_assets.orchestration.analysis_assets import analysis_defs
+from seq_assets.orchestration.assets import build_assets
+from seq_assets.orchestration.checks import build_checks, quality_automation
+from seq_assets.orchestration.resources import LakeResource
+from seq_assets.orchestration.schedules import build_schedules
+from seq_assets.orchestration.sensors import sensor_defs
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    compiled = load_compiled()
-    assets = build_assets(compiled)
+    compiled = settings.load_compiled()
     batch = dg.Definitions(
-        assets=assets,
+        assets=build_assets(compiled),
         asset_checks=build_checks(compiled),
         schedules=build_schedules(compiled),
         sensors=[quality_automation],
@@ -26,8 +27,4 @@ def defs() -> dg.Definitions:
         # and every step already uses all cores through polars and delta-rs.
         executor=dg.in_process_executor,
     )
-    from sensors.definitions import sensor_defs
-
-    from seq_assets.analysis import analysis_defs
-
     return dg.Definitions.merge(batch, sensor_defs(compiled), analysis_defs(compiled))

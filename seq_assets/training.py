@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import polars as pl
 
-from seq_assets.compiled import Compiled, load_compiled
-from seq_assets.lake import Lake
-from seq_assets.sequences import DAY_MS
+from seq_assets.core.compiled import Compiled
+from seq_assets.core.days import DAY_MS, day_of_ms
+from seq_assets import settings
+from seq_assets.storage.lake import Lake
 
 
 def _as_day(as_of: date | datetime | str) -> date:
@@ -30,7 +31,7 @@ def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] 
 
     Only that day's partition is read (partition pruning) and only ``fields`` (column projection).
     """
-    compiled = compiled or load_compiled()
+    compiled = compiled or settings.load_compiled()
     f = compiled.feature(feature)
     table = f"{f['name']}_v{f['version']}"
     stored = compiled.stored_fields(f)
@@ -38,7 +39,7 @@ def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] 
     unknown = [x for x in fields if x not in stored]
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} of {table}; stored fields: {stored}")
-    lake = lake or Lake()
+    lake = lake or settings.lake()
     lf = lake.scan("sequences", table, days=[_as_day(as_of)], columns=["user_id", "date", *fields])
     if lf is None:
         return pl.DataFrame(schema={k: v for k, v in compiled.sequence_schema(f).items() if k in ("user_id", "date", *fields)})
@@ -57,7 +58,7 @@ def point_in_time_sequences(feature: str, labels: pl.DataFrame, fields: list[str
     for every label, the slice of that user's history it sees: O(events + labels) after the sort,
     never a join per label. Returns the labels' columns plus one list column per field.
     """
-    compiled = compiled or load_compiled()
+    compiled = compiled or settings.load_compiled()
     f = compiled.feature(feature)
     fields = list(fields) if fields is not None else compiled.stored_fields(f)
     o = f["ordering"]
@@ -66,7 +67,7 @@ def point_in_time_sequences(feature: str, labels: pl.DataFrame, fields: list[str
     labels = labels.with_columns(pl.col("user_id").cast(pl.Int64), pl.col("request_ts").cast(pl.Int64))
     if events is None:
         events = _events_for_labels(compiled, f, labels, sorted({"user_id", "event_type", ts, tie, *f["dedup_key"], *fields}),
-                                    lake or Lake())
+                                    lake or settings.lake())
     events = events.filter(pl.col("event_type").is_in(f["event_types"]))
     if list(f["dedup_key"]) != ["event_id"] or events.get_column("event_id").n_unique() != events.height:
         # Dedup on the key keeping the newest copy, exactly like the batch path.
@@ -111,8 +112,7 @@ def _events_for_labels(compiled: Compiled, f: dict, labels: pl.DataFrame, cols: 
     else:
         lo = int(labels.get_column("request_ts").min()) - f["window_days"] * DAY_MS
         hi = int(labels.get_column("request_ts").max())
-        start = date(1970, 1, 1) + timedelta(days=lo // DAY_MS)
-        end = date(1970, 1, 1) + timedelta(days=hi // DAY_MS)
+        start, end = day_of_ms(lo), day_of_ms(hi)
     users = labels.get_column("user_id").unique().implode()
     frames = []
     for et in f["event_types"]:

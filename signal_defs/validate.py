@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from signal_defs import plugins
 from signal_defs.model import (
     SCALAR_TYPES,
     Col,
@@ -69,11 +70,8 @@ def _check_pred(p: Any, obj: str, field: str, schema: dict, errors: list) -> Non
 def validate(registry: Registry, executors: Iterable[str] | None = None,
              serving_kinds: Iterable[str] | None = None) -> None:
     """Raise :class:`DefinitionErrors` listing every problem; return None when the registry is sound."""
-    if executors is None or serving_kinds is None:
-        from seq_assets.executors import EXECUTORS, SERVING_ENRICHER_KINDS  # the engine's plugins
-
-        executors = EXECUTORS if executors is None else executors
-        serving_kinds = SERVING_ENRICHER_KINDS if serving_kinds is None else serving_kinds
+    executors = plugins.EXECUTOR_NAMES if executors is None else executors
+    serving_kinds = plugins.SERVING_ENRICHER_KINDS if serving_kinds is None else serving_kinds
     executors, serving_kinds = set(executors), set(serving_kinds)
     errors: list[DefinitionError] = []
     err = lambda obj, field, msg: errors.append(DefinitionError(obj, field, msg))  # noqa: E731

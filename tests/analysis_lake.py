@@ -38,9 +38,10 @@ def lake_env(al: AnalysisLake):
 def _add_stream_rows(lake) -> None:
     import polars as pl
 
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine
-    from seq_assets.stream import record_late_arrivals
+    from seq_assets import settings
+    from seq_assets.core.engine import Engine
+    from seq_assets.kafka.microbatch import record_late_arrivals
+    from seq_assets.settings import load_compiled
 
     day = DAYS[-1]
     raw = lake.read("raw", SOURCE, days=[day]).filter(~pl.col("is_bot")).sort("event_id").head(STREAM_ROWS)
@@ -57,7 +58,7 @@ def _add_stream_rows(lake) -> None:
         arrived.dt.date().alias("arrival_date"),
     )
     lake.insert_unseen("raw", SOURCE, stream, key="event_id")
-    record_late_arrivals(Engine(load_compiled(), lake), SOURCE, "test-batch-1", LATE_RECORDED,
+    record_late_arrivals(Engine(load_compiled(), lake, settings.landing()), SOURCE, "test-batch-1", LATE_RECORDED,
                          datetime(2026, 3, 5, 12, tzinfo=timezone.utc))
 
 
@@ -65,7 +66,7 @@ def build(tmp_path_factory) -> AnalysisLake:
     if "lake" in _CACHE:
         return _CACHE["lake"]
 
-    from seq_assets.lake import Lake
+    from seq_assets.storage.lake import Lake
 
     root = tmp_path_factory.mktemp("analysis_lake") / "copy"
     copy_template(tmp_path_factory, root)

@@ -193,9 +193,9 @@ def materialize_day(partition_key: str):
     """One real Dagster run of the whole batch graph for one daily partition."""
     import dagster as dg
 
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
-    from seq_assets.resources import LakeResource
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.resources import LakeResource
+    from seq_assets.settings import load_compiled
 
     result = dg.materialize(build_assets(load_compiled()), partition_key=partition_key,
                             resources={"lake": LakeResource()})
@@ -228,13 +228,14 @@ def oracle(demo_lake) -> Oracle:
 
 @pytest.fixture(scope="session")
 def lake(demo_lake):
-    from seq_assets.lake import Lake
+    from seq_assets.storage.lake import Lake
 
     return Lake(str(demo_lake.lake))
 
 
 @pytest.fixture(scope="session")
 def compiled():
-    from seq_assets.compiled import Compiled, compile_repo
+    from seq_assets.core.compiled import Compiled, compile_definitions
+    from signal_defs import REGISTRY
 
-    return Compiled(compile_repo())  # the shipped definitions, whatever SEQ_DEFS_DIR says
+    return Compiled(compile_definitions(REGISTRY))  # the shipped definitions, whatever SEQ_DEFS_DIR says

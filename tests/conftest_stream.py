@@ -214,8 +214,8 @@ def cursor_at_end(kafka) -> str:
 
 def stream_pair(max_batch: int | None = None, monkeypatch=None):
     """(job, sensor) for the source; ``max_batch`` sets SEQ_STREAM_MAX_BATCH while building them."""
-    from sensors.definitions import stream_defs
-    from seq_assets.compiled import load_compiled
+    from seq_assets.orchestration.sensors import stream_defs
+    from seq_assets.settings import load_compiled
 
     if max_batch is not None:
         assert monkeypatch is not None
@@ -235,7 +235,7 @@ def tick(sensor, instance, kafka, cursor: str | None):
 
 
 def execute(job, instance, kafka, rr, raise_on_error: bool = True):
-    from seq_assets.resources import LakeResource
+    from seq_assets.orchestration.resources import LakeResource
 
     return job.execute_in_process(run_config=rr.run_config, instance=instance, tags=rr.tags,
                                   resources={"lake": LakeResource(), "kafka": kafka}, raise_on_error=raise_on_error)
@@ -268,9 +268,9 @@ def materializations(result) -> list:
 def materialize_sequences(instance, day: date, features=tuple(FEATURES)):
     import dagster as dg
 
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
-    from seq_assets.resources import LakeResource
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.resources import LakeResource
+    from seq_assets.settings import load_compiled
 
     res = dg.materialize(build_assets(load_compiled()), instance=instance, partition_key=day.isoformat(),
                          selection=[dg.AssetKey(["sequences", f]) for f in features],
@@ -284,8 +284,9 @@ def materialize_sequences(instance, day: date, features=tuple(FEATURES)):
 @pytest.fixture(scope="module")
 def kbroker():
     """One real Tansu broker per test module, with the source's topic (3 partitions)."""
-    from seq_assets.broker import EmbeddedBroker, ensure_source_topics
-    from seq_assets.compiled import load_compiled
+    from seq_assets.devtools.broker import EmbeddedBroker
+    from seq_assets.kafka.client import ensure_source_topics
+    from seq_assets.settings import load_compiled
 
     b = EmbeddedBroker()
     b.start(timeout=30)
@@ -298,7 +299,7 @@ def kbroker():
 
 @pytest.fixture(scope="module")
 def kafka_res(kbroker):
-    from sensors.definitions import KafkaResource
+    from seq_assets.orchestration.sensors import KafkaResource
 
     return KafkaResource(bootstrap_servers=kbroker.bootstrap)
 

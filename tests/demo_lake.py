@@ -34,10 +34,10 @@ def demo_lake_template(tmp_path_factory) -> Template:
     if "t" not in _BUILT:
         import dagster as dg
 
-        from seq_assets.assets import build_assets
-        from seq_assets.compiled import load_compiled
-        from seq_assets.demo_data import DemoSpec, write_demo_data
-        from seq_assets.resources import LakeResource
+        from seq_assets.devtools.demo_data import DemoSpec, write_demo_data
+        from seq_assets.orchestration.assets import build_assets
+        from seq_assets.orchestration.resources import LakeResource
+        from seq_assets.settings import load_compiled
 
         root = tmp_path_factory.getbasetemp() / "demo_lake_template"
         shutil.rmtree(root, ignore_errors=True)

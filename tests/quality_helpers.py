@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from demo_lake import DAYS as TEMPLATE_DAYS
-from demo_lake import demo_lake_template
-from envutil import scoped_env
-
 import dagster as dg
 import polars as pl
 from deltalake import write_deltalake
+from demo_lake import DAYS as TEMPLATE_DAYS
+from demo_lake import demo_lake_template
+from envutil import scoped_env
 
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
 EVENT_TYPES = ("pin_click", "pin_save", "pin_closeup")
@@ -30,9 +29,9 @@ SEQUENCE_CHECKS = {"schema_matches_definition", "sequence_invariants"}
 
 
 def clear_compiled_cache() -> None:
-    from seq_assets.compiled import _load
+    from seq_assets.settings import _compiled
 
-    _load.cache_clear()
+    _compiled.cache_clear()
 
 
 @contextmanager
@@ -50,9 +49,9 @@ def platform_env(lake: Path | str, landing: Path | str, defs_dir: Path | str | N
 def materialize(partition_key: str | None = None, selection=None, raise_on_error: bool = True,
                 extra: tuple = (), partition_range: tuple[str, str] | None = None):
     """One real Dagster run of the platform's assets (as compiled from the current environment)."""
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
-    from seq_assets.resources import LakeResource
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.resources import LakeResource
+    from seq_assets.settings import load_compiled
 
     tags = None
     if partition_range is not None:

@@ -131,11 +131,12 @@ def open_day(lake: Path, day: date) -> None:
 
 def close_day(lake: Path, day: date) -> None:
     """Build and write the sequences of ``day`` with the batch engine, as the closing backfill does."""
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine
-    from seq_assets.lake import Lake
+    from seq_assets.core.engine import Engine
+    from seq_assets.settings import load_compiled
+    from seq_assets import settings
+    from seq_assets.storage.lake import Lake
 
-    engine = Engine(load_compiled(), Lake(str(lake)))
+    engine = Engine(load_compiled(), Lake(str(lake)), settings.landing())
     for f in FEATURES:
         engine.write_sequences_day(f, day, engine.build_sequences_day(f, day))
 
@@ -278,7 +279,7 @@ def start_flood(port: int, paths: list[str], headers: dict, seconds: float, conc
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "flood":
-    from seq_assets.serving.loadgen import flood
+    from seq_assets.devtools.loadgen import flood
 
     a = json.loads(sys.argv[2])
     res = flood(a["port"], a["paths"], a["headers"], a["seconds"], a["concurrency"], a["max_requests"])

@@ -9,15 +9,19 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 import pytest
+from analysis_lake import DAYS, LATE_RECORDED, SOURCE, STREAM_ROWS, build, lake_env
 from dagster_duckdb import DuckDBResource
 from polars.testing import assert_frame_equal
 
-from analysis_lake import DAYS, LATE_RECORDED, SOURCE, STREAM_ROWS, build, lake_env
-from seq_assets.analysis import TABLES, analysis_defs, build_analysis_assets
+from seq_assets.analysis.queries import TABLES
 from seq_assets.cli import main
-from seq_assets.compiled import load_compiled
-from seq_assets.lake import Lake
-from seq_assets.resources import LakeResource
+from seq_assets.orchestration.analysis_assets import (
+    analysis_defs,
+    build_analysis_assets,
+)
+from seq_assets.orchestration.resources import LakeResource
+from seq_assets.settings import load_compiled
+from seq_assets.storage.lake import Lake
 from seq_assets.training import point_in_time_sequences, read_sequences
 
 FEATURES = ("engagements_v1", "saves_v1")

@@ -16,12 +16,22 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import (
+    DEMO_DAYS,
+    EVENT_FILTERS,
+    end_of_day,
+    materialize_day,
+    oracle_sequences,
+)
 from polars.testing import assert_frame_equal
 
-from conftest import DEMO_DAYS, EVENT_FILTERS, end_of_day, materialize_day, oracle_sequences
-from seq_assets.lake import Lake
-from seq_assets.schedules import build_schedules, closing_range, horizon_days
-from seq_assets.sequences import assemble_sequences
+from seq_assets.core.kernel import assemble_sequences
+from seq_assets.orchestration.schedules import (
+    build_schedules,
+    closing_range,
+    horizon_days,
+)
+from seq_assets.storage.lake import Lake
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_TYPES = tuple(EVENT_FILTERS)

@@ -10,16 +10,15 @@ import polars as pl
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from seq_assets.broker import (
-    BrokerError,
-    EmbeddedBroker,
+from seq_assets.devtools.broker import BrokerError, EmbeddedBroker
+from seq_assets.devtools.produce import LiveEvents, produce_events
+from seq_assets.kafka.client import (
     create_topics,
     end_offsets_exact,
     ensure_source_topics,
     kafka_answers,
     make_offset_probe,
 )
-from seq_assets.produce import LiveEvents, produce_events
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,9 +8,10 @@ from datetime import date, datetime, timezone
 import polars as pl
 import pytest
 
-from seq_assets.decode import DEAD_LETTER_SCHEMA, decode_records
-from seq_assets.engine import Engine
-from seq_assets.lake import Lake
+from seq_assets import settings
+from seq_assets.core.decode import DEAD_LETTER_SCHEMA, decode_records
+from seq_assets.core.engine import Engine
+from seq_assets.storage.lake import Lake
 
 DAY_MS = 86_400_000
 T = int(datetime(2026, 3, 1, 8, tzinfo=timezone.utc).timestamp() * 1000)
@@ -163,7 +164,7 @@ def test_batch_days_report_every_bad_landing_record_exactly_once(compiled, tmp_p
     _write_landing(landing, d3, [late_good, missing_item_late, string_ts_late])
 
     lake = Lake(str(tmp_path / "lake"))
-    engine = Engine(compiled, lake)
+    engine = Engine(compiled, lake, settings.landing())
     for day in (d1, d2, d3):
         engine.write_raw_batch_day("user_engagements", day)
 

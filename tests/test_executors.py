@@ -9,9 +9,10 @@ from datetime import date, datetime, timezone
 import polars as pl
 import pytest
 
-from seq_assets.decode import decode_records
-from seq_assets.engine import Engine
-from seq_assets.lake import Lake
+from seq_assets import settings
+from seq_assets.core.decode import decode_records
+from seq_assets.core.engine import Engine
+from seq_assets.storage.lake import Lake
 
 DAY_MS = 86_400_000
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
@@ -79,7 +80,7 @@ def run_index(compiled, tmp_path, records, ctx=None, history_records=None):
         ctx = MemoryContext(snapshots({D1: {}, D2: {}}))
     if ctx.raw is None:
         ctx.raw = decode(compiled, history_records if history_records is not None else records)
-    result = Engine(compiled, Lake(str(tmp_path / "lake"))).index("user_engagements", raw, ctx=ctx)
+    result = Engine(compiled, Lake(str(tmp_path / "lake")), settings.landing()).index("user_engagements", raw, ctx=ctx)
     return result
 
 
@@ -136,7 +137,7 @@ def test_duplicate_deliveries_index_once(compiled, tmp_path):
 def test_event_types_argument_limits_the_run(compiled, tmp_path):
     raw = decode(compiled, [record("a"), record("b", action="save")])
     ctx = MemoryContext(snapshots({D1: {}}), history=raw)
-    result = Engine(compiled, Lake(str(tmp_path / "lake"))).index("user_engagements", raw, ctx=ctx,
+    result = Engine(compiled, Lake(str(tmp_path / "lake")), settings.landing()).index("user_engagements", raw, ctx=ctx,
                                                                    event_types=["pin_save"])
     assert set(result.events) == {"pin_save"} and ids(result.events["pin_save"]) == {"b"}
 
@@ -270,7 +271,7 @@ def test_counter_matches_an_oracle_on_random_history(compiled, tmp_path):
 
 
 def test_lake_context_reads_the_snapshot_valid_on_the_day(compiled, tmp_path):
-    from seq_assets.engine import LakeContext
+    from seq_assets.core.engine import LakeContext
 
     lake = Lake(str(tmp_path / "lake"))
     e = compiled.enrichments["item_category"]

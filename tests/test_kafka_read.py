@@ -9,12 +9,12 @@ plain kafka-python consumer (ConsumerRecord) and by the lean consumer. Both must
 from __future__ import annotations
 
 import pytest
+from conftest_stream import kbroker  # noqa: F401 - fixture used by name
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from conftest_stream import kbroker  # noqa: F401 - fixture used by name
-from seq_assets.broker import create_topics, end_offsets_exact, make_offset_probe
-from seq_assets.kafka_read import lean_consumer
-from seq_assets.stream import OffsetRange, read_range
+from seq_assets.kafka.client import create_topics, end_offsets_exact, make_offset_probe
+from seq_assets.kafka.microbatch import OffsetRange, read_range
+from seq_assets.kafka.reader import lean_consumer
 
 pytestmark = pytest.mark.timeout(120)
 

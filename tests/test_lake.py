@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 from polars.testing import assert_frame_equal
 
-from seq_assets.lake import Lake
+from seq_assets.storage.lake import Lake
 
 D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from conftest_stream import (  # noqa: F401 - fixtures are used by name
     cursor_at_end,
     day_start_ms,
@@ -34,7 +33,8 @@ from conftest_stream import (  # noqa: F401 - fixtures are used by name
     tick,
     utc_today,
 )
-from seq_assets.launcher import PID_TAG, WarmRunLauncher
+
+from seq_assets.orchestration.launcher import PID_TAG, WarmRunLauncher
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)

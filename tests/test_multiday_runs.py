@@ -15,10 +15,11 @@ from datetime import date, timedelta
 
 import polars as pl
 import pytest
+from conftest import DEMO_DAYS, end_of_day
 from polars.testing import assert_frame_equal
 
-from conftest import DEMO_DAYS, end_of_day
-from seq_assets.sequences import assemble_sequences, extend_sequences, extendable
+from seq_assets import settings
+from seq_assets.core.kernel import assemble_sequences, extend_sequences, extendable
 
 DAY_MS = 86_400_000
 FIELDS = ["event_id", "ts", "event_type", "item_id", "item_embedding"]
@@ -76,12 +77,12 @@ def test_features_the_chain_cannot_build_are_rebuilt_from_the_window(compiled):
 
 @pytest.fixture
 def lake_copy(demo_lake, tmp_path):
-    from seq_assets.compiled import load_compiled
-    from seq_assets.engine import Engine
-    from seq_assets.lake import Lake
+    from seq_assets.core.engine import Engine
+    from seq_assets.settings import load_compiled
+    from seq_assets.storage.lake import Lake
 
     shutil.copytree(demo_lake.lake, tmp_path / "lake")
-    return Engine(load_compiled(), Lake(str(tmp_path / "lake")))
+    return Engine(load_compiled(), Lake(str(tmp_path / "lake")), settings.landing())
 
 
 @pytest.mark.parametrize("table", ["engagements_v1", "saves_v1"])
@@ -119,7 +120,7 @@ def test_a_backfill_between_two_days_makes_the_next_day_rebuild_from_the_window(
 
 
 def test_indexing_days_in_one_run_writes_what_one_day_at_a_time_wrote(demo_lake, lake_copy):
-    from seq_assets.lake import Lake
+    from seq_assets.storage.lake import Lake
 
     engine, source = lake_copy, "user_engagements"
     before = Lake(str(demo_lake.lake))
@@ -138,7 +139,7 @@ def test_a_single_run_backfill_of_the_range_writes_what_day_by_day_runs_wrote(de
     import dagster as dg
     from quality_helpers import materialize, platform_env
 
-    from seq_assets.lake import Lake
+    from seq_assets.storage.lake import Lake
 
     before = Lake(str(demo_lake.lake))
     root = tmp_path / "lake"

@@ -14,7 +14,6 @@ import dagster as dg
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-
 from quality_helpers import (
     DAYS,
     EVENT_CHECKS,
@@ -31,8 +30,9 @@ from quality_helpers import (
     platform_env,
     rewrite_table,
 )
-from seq_assets import quality
-from seq_assets.lake import Lake
+
+from seq_assets.core import quality
+from seq_assets.storage.lake import Lake
 
 D1, D2, D3 = DAYS
 
@@ -44,9 +44,10 @@ def good(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compiled():
-    from seq_assets.compiled import Compiled, compile_repo
+    from seq_assets.core.compiled import Compiled, compile_definitions
+    from signal_defs import REGISTRY
 
-    return Compiled(compile_repo())
+    return Compiled(compile_definitions(REGISTRY))
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,8 @@ def test_late_arrivals_are_counted_per_day_from_raw(good_lake_ro, good):
 
 
 def test_checks_and_thresholds_come_from_the_definitions(compiled, good):
-    from seq_assets.assets import build_assets
-    from seq_assets.checks import build_checks
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.checks import build_checks
 
     specs = {}
     for a in build_assets(compiled):
@@ -158,10 +159,10 @@ def test_freshness_function_against_the_slo(compiled, good_lake_ro):
 
 
 def test_freshness_check_fails_on_a_stale_source_and_passes_with_an_event_of_now(broken):
-    from seq_assets.assets import build_assets
-    from seq_assets.checks import build_checks, freshness_check
-    from seq_assets.compiled import load_compiled
-    from seq_assets.resources import LakeResource
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.checks import build_checks, freshness_check
+    from seq_assets.orchestration.resources import LakeResource
+    from seq_assets.settings import load_compiled
 
     compiled = load_compiled()
     checks = build_checks(compiled)
@@ -225,7 +226,7 @@ def test_completeness_counts_missing_and_extra_events(compiled, good_lake_ro):
 
 
 def test_complete_vs_raw_fails_in_the_run_when_the_executor_loses_events(broken, monkeypatch):
-    from seq_assets.executors import Executor
+    from seq_assets.core.executors import Executor
 
     run = Executor.run
 
@@ -395,7 +396,7 @@ def test_sequence_invariants_fail_on_broken_sequences(compiled, good_lake_ro):
 
 
 def test_sequence_invariants_fail_in_the_run_on_an_unsorted_sequence(broken, monkeypatch):
-    import seq_assets.engine as engine
+    import seq_assets.core.engine as engine
 
     assemble = engine.assemble_sequences
     monkeypatch.setattr(engine, "assemble_sequences", lambda *a, **kw: _reversed(assemble(*a, **kw)))
@@ -412,7 +413,7 @@ def test_sequence_invariants_fail_in_the_run_on_an_unsorted_sequence(broken, mon
 
 
 def test_a_failed_blocking_check_stops_the_sequences_in_the_same_run(broken, monkeypatch):
-    from seq_assets.executors import Executor
+    from seq_assets.core.executors import Executor
 
     run = Executor.run
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-
 from serving_helpers import (
     DAY_MS,
     DAYS,
@@ -32,10 +31,12 @@ from serving_helpers import (
     records_frame,
     shared_lake,
 )
-from seq_assets.compiled import load_compiled
-from seq_assets.lake import Lake
+
+from seq_assets import settings
 from seq_assets.serving.service import RequestError, SequenceService
 from seq_assets.serving.tail import KafkaTail
+from seq_assets.settings import load_compiled
+from seq_assets.storage.lake import Lake
 from seq_assets.training import read_sequences
 
 pytestmark = pytest.mark.timeout(180)
@@ -61,7 +62,7 @@ def defs():
 @pytest.fixture(scope="module")
 def svc(slake) -> SequenceService:
     """A service over the shared lake (reads only)."""
-    return SequenceService(lake=Lake(str(slake.lake)))
+    return SequenceService(load_compiled(), Lake(str(slake.lake)))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def popularity(slake) -> dict[int, float]:
 def fresh(tmp_path, slake):
     """A service over a copy of the lake, with a stream tail whose ``ingest`` the test calls."""
     lake = copy_lake(slake, tmp_path / "copy")
-    service = SequenceService(lake=Lake(str(lake.lake)))
+    service = SequenceService(load_compiled(), Lake(str(lake.lake)))
     tail = KafkaTail(service, "127.0.0.1:9")  # never started: the test hands it records
     service.tail = tail
     avoid_midnight()
@@ -172,7 +173,7 @@ def test_served_before_the_close_equals_read_sequences_after_it(tmp_path, slake,
     """Snapshot of day 2 + day 3's indexed events (lake poll) == the closed day 3; then the close swaps in."""
     lake = copy_lake(slake, tmp_path / "open")
     open_day(lake.lake, CLOSED)
-    service = SequenceService(lake=Lake(str(lake.lake)))
+    service = SequenceService(load_compiled(), Lake(str(lake.lake)))
     prev = DAYS[-2]
     for f in FEATURES:
         store = service.stores[f]
@@ -392,8 +393,8 @@ def test_tail_events_are_served_at_once_newest_first_and_enriched(fresh, closed,
 
 def test_tail_and_lake_copies_of_an_event_are_served_once(fresh, defs):
     """The stream path writes the same records to the lake; the next refresh polls them: no doubles."""
-    from seq_assets.engine import Engine
-    from seq_assets.stream import index_records
+    from seq_assets.core.engine import Engine
+    from seq_assets.kafka.microbatch import index_records
 
     service, tail, lake = fresh
     t = now_ms()
@@ -406,13 +407,13 @@ def test_tail_and_lake_copies_of_an_event_are_served_once(fresh, defs):
     assert [e["event_id"] for e in before["engagements_v1"]["events"]] == [f"dup-{i}" for i in reversed(range(12))]
 
     assert tail.ingest(SOURCE, frame) == 0  # a re-delivery on the topic adds nothing
-    index_records(Engine(defs, Lake(str(lake.lake))), SOURCE, frame, batch_id="serving-test@0:0-12")
+    index_records(Engine(defs, Lake(str(lake.lake)), settings.landing()), SOURCE, frame, batch_id="serving-test@0:0-12")
     service.refresh()  # polls events/ and finds the stream path's copies
     for f in FEATURES:
         assert canon(service.get(f, user)) == canon(before[f])
         assert service.stores[f].fresh.frame.height == len(before[f]["events"])
     # A server without a tail finds the same events through the lake alone.
-    lake_only = SequenceService(lake=Lake(str(lake.lake)))
+    lake_only = SequenceService(load_compiled(), Lake(str(lake.lake)))
     for f in FEATURES:
         assert lake_only.stores[f].fresh.frame.height == len(before[f]["events"])
         assert canon(lake_only.get(f, user)) == canon(before[f])
@@ -496,17 +497,17 @@ def test_fresh_events_of_unknown_items_serve_nulls(fresh, closed):
 
 def test_late_events_indexed_into_a_closed_day_are_served_from_the_lake(tmp_path, slake, closed, defs):
     """Without a tail: the stream path writes a late event into a day the snapshot already covers."""
-    from seq_assets.engine import Engine
-    from seq_assets.stream import index_records
+    from seq_assets.core.engine import Engine
+    from seq_assets.kafka.microbatch import index_records
 
     lake = copy_lake(slake, tmp_path / "late")
     lk = Lake(str(lake.lake))
-    service = SequenceService(lake=lk)
+    service = SequenceService(load_compiled(), lk)
     rows = closed["saves_v1"]
     user = heavy_users(rows, 2)[1]
     ts = day_start_ms(DAYS[1]) + 6 * 3_600_000 + 7
     late = event("lake-late", user, "save", rows[user]["item_id"][-1], ts)
-    index_records(Engine(defs, lk), SOURCE, records_frame([late]), batch_id="serving-late@0:0-1")
+    index_records(Engine(defs, lk, settings.landing()), SOURCE, records_frame([late]), batch_id="serving-late@0:0-1")
     assert lk.read("events", "pin_save").filter(pl.col("event_id") == "lake-late").height == 1
 
     def check(svc):
@@ -518,4 +519,4 @@ def test_late_events_indexed_into_a_closed_day_are_served_from_the_lake(tmp_path
 
     service.refresh()
     check(service)  # the running server, at its next refresh
-    check(SequenceService(lake=lk))  # and a server started now
+    check(SequenceService(load_compiled(), lk))  # and a server started now

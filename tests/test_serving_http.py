@@ -21,7 +21,6 @@ import numpy as np
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from serving_helpers import (
     DAYS,
     FEATURES,
@@ -42,11 +41,12 @@ from serving_helpers import (
     stop_process,
     wait_http,
 )
-from seq_assets.compiled import load_compiled
-from seq_assets.lake import Lake
+
 from seq_assets.serving.app import Tenants, create_app
 from seq_assets.serving.service import SequenceService
 from seq_assets.serving.tail import KafkaTail
+from seq_assets.settings import load_compiled
+from seq_assets.storage.lake import Lake
 from seq_assets.training import read_sequences
 
 pytestmark = pytest.mark.timeout(240)
@@ -89,7 +89,7 @@ def closed(slake, defs) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def local(slake):
     """The app in local mode (no keys) on a uvicorn thread, its service, and a tail fed by hand."""
-    service = SequenceService(lake=Lake(str(slake.lake)))
+    service = SequenceService(load_compiled(), Lake(str(slake.lake)))
     tail = KafkaTail(service, "127.0.0.1:9")  # never started: tests call ingest()
     service.tail = tail
     # No lake refreshes in this process: the refresher thread would compete for the GIL with the
@@ -105,7 +105,8 @@ def local(slake):
 
 @pytest.fixture(scope="module")
 def broker():
-    from seq_assets.broker import EmbeddedBroker, ensure_source_topics
+    from seq_assets.devtools.broker import EmbeddedBroker
+    from seq_assets.kafka.client import ensure_source_topics
 
     b = EmbeddedBroker().start(timeout=30)
     try:

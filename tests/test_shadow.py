@@ -19,7 +19,6 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
-
 from quality_helpers import (
     DAYS,
     EVENT_TYPES,
@@ -33,7 +32,8 @@ from quality_helpers import (
     platform_env,
     write_registry,
 )
-from seq_assets.lake import Lake
+
+from seq_assets.storage.lake import Lake
 
 D1, D2, D3 = DAYS
 V2_MAX = 50
@@ -100,7 +100,7 @@ def migration(tmp_path_factory) -> Migration:
 def migrated(migration):
     """The migrated lake, with the platform pointed at it and at the new registry for this test."""
     with platform_env(migration.lake, migration.landing, migration.defs):
-        from seq_assets.compiled import load_compiled
+        from seq_assets.settings import load_compiled
 
         yield Lake(str(migration.lake)), load_compiled()
 
@@ -149,11 +149,12 @@ def test_a_new_enrichment_backfills_only_the_affected_partition(migration, migra
 
 
 def test_readers_of_the_old_version_keep_working(migration, migrated):
-    from seq_assets.compiled import Compiled, compile_repo
+    from seq_assets.core.compiled import Compiled, compile_definitions
     from seq_assets.training import read_sequences
+    from signal_defs import REGISTRY
 
     lake, compiled = migrated
-    shipped = Compiled(compile_repo())
+    shipped = Compiled(compile_definitions(REGISTRY))
     evals = evaluations(migration.build)
     for c in SEQUENCE_CHECKS:
         assert evals[("sequences/engagements_v1", c)].passed
@@ -227,7 +228,7 @@ def _expected_day(lake: Lake, day) -> dict:
 
 
 def test_shadow_check_on_the_new_version(migration, migrated):
-    from seq_assets.assets import build_assets
+    from seq_assets.orchestration.assets import build_assets
 
     lake, compiled = migrated
     assets = build_assets(compiled)
@@ -353,7 +354,7 @@ def test_seqctl_compare_against_an_external_table(migrated, capsys, tmp_path):
 
 
 def test_compare_refuses_an_unknown_table(migrated):
-    from seq_assets.compare import compare
+    from seq_assets.analysis.compare import compare
 
     lake, _ = migrated
     with pytest.raises(ValueError, match="engagements_v9"):

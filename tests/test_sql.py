@@ -10,12 +10,20 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from analysis_lake import DAYS, build, end_of_day_ms
 from polars.testing import assert_frame_equal
 
-from analysis_lake import DAYS, build, end_of_day_ms
 from seq_assets.cli import main
-from seq_assets.lake import Lake
-from seq_assets.sql import EXAMPLES, IOStats, connect, day_files, example, format_table, query, views
+from seq_assets.sql import connect, query
+from seq_assets.storage.lake import Lake
+from seq_assets.storage.sql import (
+    EXAMPLES,
+    IOStats,
+    day_files,
+    example,
+    format_table,
+    views,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_VIEWS = {

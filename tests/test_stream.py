@@ -17,8 +17,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_stream import (  # noqa: F401 - fixtures are used by name
     DAY_MS,
     EVENT_TYPES,
@@ -51,8 +49,11 @@ from conftest_stream import (  # noqa: F401 - fixtures are used by name
     tick,
     utc_today,
 )
-from sensors.definitions import DEFAULT_MAX_BATCH, plan_ranges
-from seq_assets.stream import OffsetRange
+from polars.testing import assert_frame_equal
+
+from seq_assets.kafka.microbatch import OffsetRange
+from seq_assets.orchestration.sensors import plan_ranges
+from seq_assets.settings import DEFAULT_STREAM_MAX_BATCH as DEFAULT_MAX_BATCH
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -353,9 +354,9 @@ def write_snapshots(landing: Path, d2: date, d1: date) -> None:
 
 
 def materialize_range(instance, first: date, last: date, selection=None):
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
-    from seq_assets.resources import LakeResource
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.resources import LakeResource
+    from seq_assets.settings import load_compiled
 
     res = dg.materialize(build_assets(load_compiled()), instance=instance, selection=selection,
                          resources={"lake": LakeResource()},
@@ -404,8 +405,8 @@ def test_backfilled_closed_day_equals_the_pure_batch_path(tmp_path, monkeypatch,
     assert clicks.filter(pl.col("event_id") == "div_b")["user_item_count_30d"].to_list() == [0]
 
     # Backfill of the closed days in S: enrichments, events and sequences (not raw: it is the stream's).
-    from seq_assets.assets import build_assets
-    from seq_assets.compiled import load_compiled
+    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.settings import load_compiled
 
     keys = [k for a in build_assets(load_compiled()) for k in a.keys if k.path[0] != "raw" and k.path[0] != "dead_letter"]
     materialize_range(dg_instance, d2, d1, selection=keys)

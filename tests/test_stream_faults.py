@@ -16,8 +16,6 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_stream import (  # noqa: F401 - fixtures are used by name
     EVENT_COLS_BASE,
     EVENT_TYPES,
@@ -45,12 +43,16 @@ from conftest_stream import (  # noqa: F401 - fixtures are used by name
     tick,
     utc_today,
 )
-from sensors.definitions import KafkaResource
-from seq_assets.broker import BrokerError, EmbeddedBroker, ensure_source_topics, free_port
-from seq_assets.compiled import load_compiled
-from seq_assets.engine import Engine
-from seq_assets.lake import Lake
-from seq_assets.stream import index_records
+from polars.testing import assert_frame_equal
+
+from seq_assets import settings
+from seq_assets.core.engine import Engine
+from seq_assets.devtools.broker import BrokerError, EmbeddedBroker, free_port
+from seq_assets.kafka.client import ensure_source_topics
+from seq_assets.kafka.microbatch import index_records
+from seq_assets.orchestration.sensors import KafkaResource
+from seq_assets.settings import load_compiled
+from seq_assets.storage.lake import Lake
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -401,7 +403,7 @@ def test_micro_batch_between_backfill_read_and_overwrite_is_kept(stream_lake):
     """Deterministic interleavings of index_batch_day (B) and a micro-batch (A) of the same day."""
     day = utc_today() - timedelta(days=1)
     compiled = load_compiled()
-    a, b = Engine(compiled, Lake()), Engine(compiled, Lake())
+    a, b = Engine(compiled, settings.lake(), settings.landing()), Engine(compiled, settings.lake(), settings.landing())
     feed = StreamFeed(day, 1)
     index_records(a, SOURCE, *feed.batch(20))
 
@@ -458,7 +460,7 @@ def test_micro_batch_between_backfill_read_and_overwrite_is_kept(stream_lake):
 def test_stream_and_backfill_of_the_same_day_at_once(stream_lake):
     day = utc_today() - timedelta(days=1)
     compiled = load_compiled()
-    stream_engine, batch_engine = Engine(compiled, Lake()), Engine(compiled, Lake())
+    stream_engine, batch_engine = Engine(compiled, settings.lake(), settings.landing()), Engine(compiled, settings.lake(), settings.landing())
     feed = StreamFeed(day, 2)
     index_records(stream_engine, SOURCE, *feed.batch(10))
     for round_ in range(3):

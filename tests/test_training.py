@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 
 import polars as pl
 import pytest
+from conftest import DAY_MS, DEMO_DAYS, end_of_day, oracle_sequences
 from polars.testing import assert_frame_equal
 
-from conftest import DAY_MS, DEMO_DAYS, end_of_day, oracle_sequences
-from seq_assets.compiled import Compiled
+from seq_assets.core.compiled import Compiled
 from seq_assets.training import point_in_time_sequences, read_sequences
 
 

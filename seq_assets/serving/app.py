@@ -6,163 +6,29 @@
     GET  /healthz                        liveness and what is loaded
     GET  /metrics                        Prometheus text format
 
-Requests of each tenant wait in their own queue and a single worker serves the queues in turn, so
-a tenant flooding the server delays the others by at most one of its requests at a time.
+Tenants (``tenants.py``), their fair scheduling (``scheduler.py``) and the metrics (``metrics.py``)
+each have their own module; this one routes requests through them to the service.
 """
 
-import asyncio
 import contextlib
-import hmac
 import logging
-import os
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
 import orjson
-import yaml
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from seq_assets.serving.metrics import Metrics
+from seq_assets.serving.scheduler import FairScheduler
 from seq_assets.serving.service import RequestError, SequenceService
+from seq_assets.serving.tenants import Tenant, Tenants
 
 log = logging.getLogger("seqplat.serve")
 MAX_BATCH_USERS = 1000
-LOCAL_TENANT = "local"
-
-
-# ---- tenants -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Tenant:
-    name: str
-    key: str | None
-    features: list[str]
-    max_n: int | None = None
-    max_concurrency: int = 16
-
-    def may_read(self, table: str, name: str) -> bool:
-        return "*" in self.features or table in self.features or name in self.features
-
-
-@dataclass
-class Tenants:
-    """No file: local mode, one tenant that needs no key. With a file: a key per tenant."""
-
-    by_key: dict[str, Tenant] = field(default_factory=dict)
-    local: Tenant | None = None
-
-    @classmethod
-    def load(cls, path: str | None) -> "Tenants":
-        if not path:
-            return cls(local=Tenant(LOCAL_TENANT, None, ["*"], None, 64))
-        with open(path) as f:
-            doc = yaml.safe_load(f) or {}
-        raw = doc.get("tenants")
-        if not isinstance(raw, dict) or not raw:
-            raise ValueError(f"{path}: expected a 'tenants:' mapping of tenant name to settings")
-        out = cls()
-        for name, t in raw.items():
-            if not isinstance(t, dict) or not t.get("key"):
-                raise ValueError(f"{path}: tenant {name!r} needs a 'key'")
-            feats = t.get("features") or []
-            if not isinstance(feats, list):
-                raise ValueError(f"{path}: tenant {name!r}: 'features' must be a list")
-            out.by_key[str(t["key"])] = Tenant(name, str(t["key"]), [str(x) for x in feats],
-                                              int(t["max_n"]) if t.get("max_n") else None,
-                                              int(t.get("max_concurrency", 16)))
-        return out
-
-    def authenticate(self, key: str | None) -> Tenant:
-        if self.local is not None:
-            return self.local
-        if not key:
-            raise RequestError(401, "missing X-API-Key header")
-        for k, tenant in self.by_key.items():
-            if hmac.compare_digest(k.encode(), key.encode()):
-                return tenant
-        raise RequestError(401, "unknown API key")
-
-
-# ---- fair scheduling ---------------------------------------------------------------------------
-
-
-class FairScheduler:
-    """Per-tenant FIFO queues served round-robin by one worker on the event loop."""
-
-    def __init__(self):
-        self.queues: dict[str, deque] = {}
-        self.pending: dict[str, int] = {}
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
-
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._wake = asyncio.Event()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
-
-    async def submit(self, tenant: Tenant, fn):
-        self._ensure_worker()
-        if self.pending.get(tenant.name, 0) >= tenant.max_concurrency:
-            raise RequestError(429, f"tenant {tenant.name!r} has {tenant.max_concurrency} requests in flight (its limit)")
-        fut = asyncio.get_running_loop().create_future()
-        self.queues.setdefault(tenant.name, deque()).append((fn, fut))
-        self.pending[tenant.name] = self.pending.get(tenant.name, 0) + 1
-        self._wake.set()
-        try:
-            return await fut
-        finally:
-            self.pending[tenant.name] -= 1
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while any(self.queues.values()):
-                for name in list(self.queues):
-                    q = self.queues[name]
-                    if not q:
-                        continue
-                    fn, fut = q.popleft()
-                    if fut.cancelled():
-                        continue
-                    try:
-                        fut.set_result(fn())
-                    except Exception as e:  # noqa: BLE001 - handed to the request that asked
-                        fut.set_exception(e)
-                    await asyncio.sleep(0)  # let new requests in between two jobs
-
-
-# ---- the app -----------------------------------------------------------------------------------
-
-
-class Metrics:
-    def __init__(self, service: SequenceService):
-        self.registry = CollectorRegistry()
-        buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-        self.latency = Histogram("seq_request_latency_seconds", "Request latency", ["endpoint", "feature", "tenant"],
-                                 buckets=buckets, registry=self.registry)
-        self.requests = Counter("seq_requests_total", "Requests", ["endpoint", "feature", "tenant", "status"],
-                                registry=self.registry)
-        self.errors = Counter("seq_request_errors_total", "Requests answered with an error", ["endpoint", "feature", "tenant", "status"],
-                              registry=self.registry)
-        self.freshness = Gauge("seq_freshness_lag_seconds", "Seconds since the newest event seen, per source",
-                               ["source"], registry=self.registry)
-        self.tail_records = Gauge("seq_stream_tail_records", "Records read by the serving stream tail",
-                                  registry=self.registry)
-        self.service = service
-
-    def render(self) -> bytes:
-        for source, lag in self.service.freshness().items():
-            self.freshness.labels(source).set(lag if lag is not None else float("nan"))
-        if self.service.tail is not None:
-            self.tail_records.set(self.service.tail.records)
-        return generate_latest(self.registry)
 
 
 def _json(body, status: int = 200) -> Response:
@@ -171,7 +37,7 @@ def _json(body, status: int = 200) -> Response:
 
 
 def create_app(service: SequenceService, tenants: Tenants | None = None, refresh_seconds: float = 2.0) -> Starlette:
-    tenants = tenants or Tenants.load(os.environ.get("SEQ_TENANTS_FILE"))
+    tenants = tenants or Tenants.load(None)
     scheduler = FairScheduler()
     metrics = Metrics(service)
     stop = threading.Event()
@@ -300,34 +166,3 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
-
-
-# ---- seqctl serve ------------------------------------------------------------------------------
-
-
-def cmd_serve(args) -> int:
-    import uvicorn
-
-    from seq_assets import config
-    from seq_assets.serving.tail import KafkaTail
-
-    t = time.time()
-    service = SequenceService()
-    log.warning("loaded %s in %.1fs", {k: s.snapshot.users for k, s in service.stores.items()}, time.time() - t)
-    if not args.no_tail:
-        KafkaTail(service, args.bootstrap or config.kafka_bootstrap()).start()
-    app = create_app(service, refresh_seconds=args.refresh)
-    print(f"serving on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", loop="uvloop", http="httptools",
-                access_log=False)
-    return 0
-
-
-def add_serve_command(sub) -> None:
-    p = sub.add_parser("serve", help="serve sequences over HTTP (default 127.0.0.1:8000)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--bootstrap", default=None, help="Kafka to follow for fresh events (default SEQ_KAFKA_BOOTSTRAP)")
-    p.add_argument("--no-tail", action="store_true", help="do not follow the stream; serve the lake only")
-    p.add_argument("--refresh", type=float, default=2.0, help="seconds between lake refreshes")
-    p.set_defaults(fn=cmd_serve)

@@ -13,8 +13,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from seq_assets.lake import Lake
 from seq_assets.serving.columns import Events, column_to_numpy
+from seq_assets.storage.lake import Lake
 
 
 class LookupEnricher:

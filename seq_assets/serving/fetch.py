@@ -14,9 +14,14 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from seq_assets.compiled import Compiled
-from seq_assets.lake import Lake, add_actions
-from seq_assets.serving.columns import Events, column_to_numpy, frame_to_events, list_widths
+from seq_assets.core.compiled import Compiled
+from seq_assets.serving.columns import (
+    Events,
+    column_to_numpy,
+    frame_to_events,
+    list_widths,
+)
+from seq_assets.storage.lake import Lake, add_actions
 
 
 class Snapshot:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seq_assets.sequences import DAY_MS
+from seq_assets.core.days import DAY_MS
 from seq_assets.serving.columns import Events
 
 

@@ -14,12 +14,12 @@ from datetime import date, datetime, timezone
 
 import polars as pl
 
-from seq_assets.compiled import Compiled, load_compiled
-from seq_assets.config import today_utc
-from seq_assets.lake import Lake, add_actions
+from seq_assets.core.compiled import Compiled
+from seq_assets.core.days import today_utc
 from seq_assets.serving import enrich, featurize, size
 from seq_assets.serving import filter as filter_stage
 from seq_assets.serving.fetch import FeatureStore
+from seq_assets.storage.lake import Lake, add_actions, local_path
 
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
@@ -67,9 +67,9 @@ class Request:
 
 
 class SequenceService:
-    def __init__(self, compiled: Compiled | None = None, lake: Lake | None = None):
-        self.compiled = compiled or load_compiled()
-        self.lake = lake or Lake()
+    def __init__(self, compiled: Compiled, lake: Lake):
+        self.compiled = compiled
+        self.lake = lake
         self.stores = {t: FeatureStore(self.compiled, t, self.lake) for t in self.compiled.features}
         self.enrichers = enrich.build(self.compiled, self.lake)
         self.serving_cols = {c for e in self.compiled.lookups("serving") for c in e["columns"]}
@@ -120,13 +120,13 @@ class SequenceService:
                 if written_ms is not None:
                     later = later | (pl.col("modification_time") > written_ms)
                 adds = adds.filter(later)
-            root = t.table_uri.removeprefix("file://").rstrip("/")
+            root = (local_path(t.table_uri) or t.table_uri).rstrip("/")
             uris = {f"{root}/{p}" for p in adds.get_column("path").to_list()}
             seen = self._lake_files.setdefault(et, set())
             new = sorted(uris - seen)
             if not new:
                 continue
-            df = pl.read_parquet(new, hive_partitioning=False)
+            df = pl.read_parquet(new, hive_partitioning=False, storage_options=self.lake.storage_options)
             seen.update(new)
             for store in self.stores.values():
                 if et in store.feature["event_types"]:

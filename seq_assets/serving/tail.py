@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from seq_assets.compiled import polars_type
-from seq_assets.engine import Engine, LakeContext
-from seq_assets.enrichers import _pred_cols, day_start_ms, days_between
-from seq_assets.lake import Lake
-from seq_assets.predicates import to_expr
-from seq_assets.stream import decode_chunk
+from seq_assets.core.compiled import polars_type
+from seq_assets.core.days import DAY_MS, day_start_ms, days_between
+from seq_assets.core.engine import Engine, LakeContext
+from seq_assets.core.enrichers import _pred_cols
+from seq_assets.core.predicates import to_expr
+from seq_assets.kafka.microbatch import decode_chunk
+from seq_assets.storage.lake import Lake
 
 log = logging.getLogger("seqplat.tail")
 
@@ -83,7 +84,7 @@ class KafkaTail:
         self.service, self.bootstrap = service, bootstrap
         self.engine = Engine(service.compiled, service.lake)
         self.poll_ms, self.max_records = poll_ms, max_records
-        self.keep_ms = keep_raw_days * 86_400_000
+        self.keep_ms = keep_raw_days * DAY_MS
         self.recent: dict[str, pl.DataFrame] = {}
         self.newest_ts: dict[str, int] = {}
         self.records = 0

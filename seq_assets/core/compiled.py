@@ -1,0 +1,113 @@
+"""The compiled definitions as every runtime sees them: plain JSON dicts with typed accessors."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+_SCALARS = {
+    "string": pl.String,
+    "int64": pl.Int64,
+    "float32": pl.Float32,
+    "float64": pl.Float64,
+    "bool": pl.Boolean,
+    "date": pl.Date,
+    "timestamp": pl.Datetime("us", "UTC"),
+}
+
+
+def polars_type(t: str) -> pl.DataType:
+    """Map a definition type to the polars type stored in Delta (fixed-size lists are stored as lists)."""
+    if t.startswith("list<"):
+        inner = t[5:t.index(">")]
+        return pl.List(_SCALARS[inner])
+    return _SCALARS[t]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Accessors over ``{definition id: compiled dict}``."""
+
+    defs: dict[str, dict]
+
+    def _of(self, *kinds: str) -> dict[str, dict]:
+        return {d["name"]: d for d in self.defs.values() if d["kind"] in kinds}
+
+    @functools.cached_property
+    def sources(self) -> dict[str, dict]:
+        return self._of("source")
+
+    @functools.cached_property
+    def enrichments(self) -> dict[str, dict]:
+        return self._of("lookup", "counter", "context")
+
+    @functools.cached_property
+    def event_types(self) -> dict[str, dict]:
+        return self._of("event_type")
+
+    @functools.cached_property
+    def features(self) -> dict[str, dict]:
+        """Keyed by table name, ``engagements_v1``."""
+        return {f"{d['name']}_v{d['version']}": d for d in self.defs.values() if d["kind"] == "feature"}
+
+    def feature(self, name: str) -> dict:
+        """Resolve ``engagements_v1``, or ``engagements`` to its newest version."""
+        if name in self.features:
+            return self.features[name]
+        versions = [f for f in self.features.values() if f["name"] == name]
+        if not versions:
+            raise KeyError(f"unknown feature {name!r} (known: {', '.join(sorted(self.features))})")
+        return max(versions, key=lambda f: f["version"])
+
+    def event_types_of(self, source: str) -> list[dict]:
+        return [et for et in self.event_types.values() if et["source"] == source]
+
+    def source_schema(self, source: str) -> dict[str, pl.DataType]:
+        return {f: polars_type(t) for f, t in self.sources[source]["schema"].items()}
+
+    def lookups(self, stage: str) -> list[dict]:
+        return [e for e in self.enrichments.values() if e["kind"] == "lookup" and e["stage"] == stage]
+
+    def event_schema(self, event_type: str) -> dict[str, pl.DataType]:
+        """Columns of ``events/<event_type>`` in order."""
+        et = self.event_types[event_type]
+        src = self.sources[et["source"]]["schema"]
+        cols: dict[str, Any] = {f: polars_type(src[f]) for f in et["fields"]}
+        cols["event_type"] = pl.String
+        for name in et["enrichments"]:
+            e = self.enrichments[name]
+            if e["kind"] == "lookup":
+                cols.update({c: polars_type(t) for c, t in e["columns"].items()})
+            elif e["kind"] == "counter":
+                cols[e["column"] or e["name"]] = pl.Int64
+            else:
+                cols.update({c: polars_type(src[raw]) for c, raw in e["fields"].items()})
+        cols["def_version"] = pl.String
+        cols["ingested_at"] = pl.Datetime("us", "UTC")
+        cols["date"] = pl.Date
+        return cols
+
+    def stored_fields(self, feature: dict) -> list[str]:
+        """The feature's fields kept in ``sequences/``; serving-time ones are joined when served."""
+        serving = {c for e in self.lookups("serving") for c in e["columns"]}
+        return [f for f in feature["fields"] if f not in serving]
+
+    def sequence_schema(self, feature: dict) -> dict[str, pl.DataType]:
+        ets = [self.event_schema(et) for et in feature["event_types"]]
+        cols: dict[str, Any] = {"user_id": pl.Int64}
+        for f in self.stored_fields(feature):
+            cols[f] = pl.List(next(s[f] for s in ets if f in s))
+        cols["date"] = pl.Date
+        return cols
+
+
+def compile_definitions(registry) -> dict[str, dict]:
+    """Compile a registry, round-tripped through JSON so only the JSON form survives (exactly what
+    a compiled folder holds)."""
+    from signal_defs.compile import compile_registry
+
+    return json.loads(json.dumps(compile_registry(registry)))

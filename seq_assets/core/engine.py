@@ -1,0 +1,383 @@
+"""The shared execution engine: sources in, executors in the middle, the lake out.
+
+Batch partitions, stream micro-batches and the serving tail all go through these functions with the
+same compiled definitions, so the three runtimes cannot drift apart. Dagster code stays a thin shell
+around them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from seq_assets.core.compiled import Compiled, polars_type
+from seq_assets.core.days import days_between, end_of_day_ms
+from seq_assets.core.decode import Decoded, decode_records
+from seq_assets.core.executors import EXECUTORS
+from seq_assets.core.kernel import assemble_sequences, extend_sequences, extendable
+
+if TYPE_CHECKING:  # the engine is handed its lake and landing area; core imports no storage
+    from seq_assets.storage.lake import Lake, WriteInfo
+    from seq_assets.storage.landing import Landing
+
+BATCH_ORIGIN = "batch"
+
+
+def first_per_key(df: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The first row of each ``key`` in frame order, like ``unique(keep="first",
+    maintain_order=True)`` but one hash pass over the key, and no copy when it is already unique."""
+    if df.get_column(key).n_unique() == df.height:
+        return df
+    return df.filter(pl.col(key).is_first_distinct())
+
+
+class LakeContext:
+    """Backs enrichments with lake tables; caches what one run reads more than once."""
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+        self._snapshots: dict[tuple[str, date], pl.DataFrame | None] = {}
+        self._history: dict[tuple, pl.DataFrame] = {}
+        self._seeds: dict[tuple[str, date], pl.DataFrame] = {}
+        self.cache: dict = {}  # prepared frames enrichers share within one run (e.g. counter history)
+
+    def snapshot(self, enrichment: dict, day: date) -> pl.DataFrame | None:
+        key = (enrichment["name"], day)
+        if key not in self._snapshots:
+            cols = [enrichment["key"], *enrichment["columns"]]
+            lf = self.lake.scan("enrichments", enrichment["name"], end=day)
+            snap = None
+            if lf is not None:
+                # The newest snapshot on or before the day: a missing day reuses the previous one.
+                latest = lf.select(pl.col("date").max()).collect().item()
+                if latest is not None:
+                    snap = self.lake.read("enrichments", enrichment["name"], days=[latest], columns=cols)
+            self._snapshots[key] = snap
+        return self._snapshots[key]
+
+    def seed(self, source: str, day: date, raw: pl.DataFrame) -> None:
+        """Hand over a whole day of ``raw/<source>`` (deduplicated on event id) that the caller has
+        read anyway, so a history window that includes the day does not read it again. Only the
+        newest seed is kept: a run walking many days does not hold them all."""
+        self._seeds = {(source, day): raw}
+
+    def history(self, source: dict, columns: list[str], start_ms: int, end_ms: int,
+                users: pl.Series | None) -> pl.DataFrame:
+        ts, eid = source["time_field"], source["event_id_field"]
+        cols = tuple(sorted({*columns, eid}))
+        days = tuple(days_between(start_ms, end_ms - 1))  # end is exclusive
+        if users is not None:
+            # A micro-batch: read only its users' rows, filtered inside the scan.
+            lf = self.lake.scan("raw", source["name"], days=days, columns=list(cols))
+            if lf is None:
+                return pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+            return (lf.filter(pl.col(source["user_field"]).is_in(users.implode())
+                              & (pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+                    .unique(subset=[eid], keep="first").collect())
+        # Whole days are cached: the event types of one source share a single read, and a run that
+        # walks consecutive days (a backfill) reads each day of raw/ once, not once per window.
+        # (An event id lives in one day, so deduplicating day by day is deduplicating the window.)
+        cached = {k: v for k, v in self._history.items() if k[0] == source["name"] and k[1] == cols and k[2] in days}
+        missing = [d for d in days if (source["name"], cols, d) not in cached]
+        for d in list(missing):
+            seeded = self._seeds.pop((source["name"], d), None)
+            if seeded is not None and set(cols) <= set(seeded.columns):
+                cached[(source["name"], cols, d)] = seeded.select(cols)
+                missing.remove(d)
+        if missing:
+            lf = self.lake.scan("raw", source["name"], days=missing, columns=[*cols, "date"])
+            frame = (lf.unique(subset=[eid], keep="first").collect() if lf is not None
+                     else pl.DataFrame(schema={**{c: polars_type(source["schema"][c]) for c in cols}, "date": pl.Date}))
+            parts = frame.partition_by("date", as_dict=True, include_key=False)
+            for d in missing:
+                part = parts.get((d,))
+                cached[(source["name"], cols, d)] = part if part is not None else frame.head(0).drop("date")
+        self._history = cached
+        frame = pl.concat([cached[(source["name"], cols, d)] for d in days])
+        return frame.filter((pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
+
+
+@dataclass
+class _Built:
+    """One day's sequences and the events files (per event type and day) they were built from."""
+
+    day: date
+    seqs: pl.DataFrame
+    files: dict[tuple[str, date], frozenset[str]]
+    extended: bool = False
+
+
+@dataclass
+class IndexResult:
+    """What one indexing pass produced, per event type, plus the days it touched."""
+
+    events: dict[str, pl.DataFrame] = field(default_factory=dict)
+    days: set[date] = field(default_factory=set)
+
+    @property
+    def rows(self) -> int:
+        return sum(df.height for df in self.events.values())
+
+
+class Engine:
+    def __init__(self, compiled: Compiled, lake: Lake, landing: Landing | None = None):
+        self.compiled = compiled
+        self.lake = lake
+        self.landing = landing  # only the batch path reads it
+        self.executors = {
+            name: EXECUTORS[et["executor"]](et, compiled) for name, et in compiled.event_types.items()
+        }
+
+    # ---- sources ----------------------------------------------------------------------------
+
+    def decode(self, source: str, values: pl.Series, meta: pl.DataFrame | None = None) -> Decoded:
+        return decode_records(self.compiled.sources[source], values, meta)
+
+    def landing_files(self, source: str, arrival_days: list[date]) -> list[str]:
+        location = self.compiled.sources[source]["batch_location"]
+        return [f for d in arrival_days for f in self._landing().batch_files(location, d)]
+
+    def _landing(self) -> Landing:
+        if self.landing is None:
+            raise ValueError("this engine was built without a landing area (SEQ_LANDING_DIR)")
+        return self.landing
+
+    def horizon_days(self, source: str) -> int:
+        return max((et["late_arrival_days"] for et in self.compiled.event_types_of(source)), default=0)
+
+    def load_batch_day(self, source: str, day: date) -> tuple[Decoded, list[str]]:
+        """Decode the landing files that can hold events of ``day`` (it and the late horizon after).
+
+        Valid rows keep only that day's events; dead letters keep the ones dated that day (by event
+        time when it parses, else by arrival day), so each bad record is reported exactly once.
+        """
+        arrivals = [day + timedelta(days=i) for i in range(self.horizon_days(source) + 1)]
+        files = self.landing_files(source, arrivals)
+        if not files:
+            empty = self.decode(source, pl.Series("value", [], dtype=pl.String))
+            return empty, files
+        parts = []
+        for path in files:
+            # One file at a time: its arrival day and name are constants, its line number the index.
+            name = "/".join(path.rsplit("/", 2)[-2:])
+            arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
+            parts.append(pl.read_lines(path, name="value", row_index_name="_line").with_columns(
+                pl.lit(arrived).alias("_arrival"), pl.lit(name).alias("_file")))
+        lines = pl.concat(parts)
+        arrival = pl.col("_arrival")
+        # Cheap pre-selection before the JSON parse: a regex finds the event time, so only records
+        # of this day, records whose time it cannot read, and everything that arrived today are
+        # decoded, not the whole horizon. (A record that fails to decode is dated by its arrival
+        # day even when the regex read a time from it, so every arrival of today must be kept.)
+        ts = pl.col("value").str.extract(r'"' + self.compiled.sources[source]["time_field"] + r'"\s*:\s*(-?\d+)').cast(pl.Int64, strict=False)
+        event_day = pl.from_epoch(ts, time_unit="ms").dt.date()
+        lines = lines.filter(
+            (pl.col("value").str.len_bytes() > 0)
+            & ((event_day == day) | event_day.is_null() | (arrival == day))
+        )
+        meta = lines.select(
+            pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"),
+            pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
+        )
+        decoded = self.decode(source, lines.get_column("value"), meta)
+        decoded.valid = decoded.valid.filter(pl.col("date") == day)
+        decoded.dead = decoded.dead.filter(pl.col("date") == day)
+        return decoded, files
+
+    def write_raw_batch_day(self, source: str, day: date) -> dict:
+        """Materialize one day of ``raw/<source>`` (and its dead letters) from the landing files."""
+        decoded, files = self.load_batch_day(source, day)
+        eid = self.compiled.sources[source]["event_id_field"]
+        valid = first_per_key(decoded.valid, eid)
+        only_batch = f"origin = '{BATCH_ORIGIN}'"
+        info = self.lake.replace_partitions("raw", source, valid, [day], extra_predicate=only_batch)
+        dead = self.lake.replace_partitions("dead_letter", source, decoded.dead, [day], extra_predicate=only_batch)
+        return {
+            "rows": valid.height,
+            "duplicates_dropped": decoded.valid.height - valid.height,
+            "dead_letters": decoded.dead.height,
+            "files": len(files),
+            "version": info.version,
+            "dead_letter_version": dead.version,
+        }
+
+    def write_enrichment_day(self, name: str, day: date) -> dict:
+        """Copy the enrichment's landing snapshot for ``day`` into ``enrichments/<name>``.
+
+        A day without a snapshot carries the newest earlier one forward, so events of that day
+        are still enriched with the version that was valid then.
+        """
+        e = self.compiled.enrichments[name]
+        days = self._landing().snapshot_days(e["snapshot_location"])
+        usable = [d for d in days if d <= day]
+        schema = {e["key"]: polars_type(e["key_type"]), **{c: polars_type(t) for c, t in e["columns"].items()}}
+        if usable:
+            src_day = usable[-1]
+            snap = self._landing().read_snapshot(e["snapshot_location"], src_day)
+            snap = snap.select([pl.col(c).cast(t) for c, t in schema.items()])
+        else:
+            src_day, snap = None, pl.DataFrame(schema=schema)
+        snap = snap.unique(subset=[e["key"]], keep="first", maintain_order=True).with_columns(pl.lit(day).alias("date"))
+        info = self.lake.replace_partitions("enrichments", name, snap, [day])
+        return {"rows": snap.height, "snapshot_day": src_day, "version": info.version}
+
+    # ---- indexing ---------------------------------------------------------------------------
+
+    def index(self, source: str, raw: pl.DataFrame, ctx=None, event_types: list[str] | None = None,
+              ingested_at: datetime | None = None, deduplicated: bool = False) -> IndexResult:
+        """Run every event type of ``source`` over decoded raw rows (deduplicated on event id here
+        unless the caller says it already is)."""
+        src = self.compiled.sources[source]
+        if not deduplicated:
+            raw = first_per_key(raw, src["event_id_field"])
+        ctx = ctx or LakeContext(self.lake)
+        stamp = ingested_at or datetime.now(timezone.utc)
+        result = IndexResult()
+        for et in self.compiled.event_types_of(source):
+            if event_types is not None and et["name"] not in event_types:
+                continue
+            events = self.executors[et["name"]].run(raw, ctx, stamp)
+            result.events[et["name"]] = events
+            result.days.update(events.get_column("date").unique().to_list())
+        return result
+
+    def raw_day(self, source: str, day: date) -> tuple[pl.DataFrame, int | None]:
+        """Every delivery of ``day`` in ``raw/`` (batch and stream), and the table version read."""
+        t = self.lake.table("raw", source)
+        if t is None:
+            schema = {**self.compiled.source_schema(source), "date": pl.Date}
+            return pl.DataFrame(schema=schema), None
+        df = pl.scan_delta(t).filter(pl.col("date") == day).collect()
+        return df, t.version()
+
+    def index_batch_day(self, source: str, day: date, event_types: list[str] | None = None,
+                        ctx: LakeContext | None = None, max_catch_up: int = 20) -> dict[str, pl.DataFrame]:
+        """Recompute ``events/<event_type>`` for one day from everything in ``raw/`` for that day.
+
+        The stream may write the same day meanwhile. Its raw rows always commit before its events,
+        so after replacing the day, any raw row that appeared since the version read is indexed
+        and inserted (unseen ids only) until ``raw/`` holds still: no streamed event is lost to the
+        overwrite, and none is doubled.
+        """
+        indexed = self._index_day(source, day, event_types, ctx or LakeContext(self.lake))
+        return self._write_day(source, day, event_types, *indexed, max_catch_up=max_catch_up)
+
+    def index_batch_days(self, source: str, days: list[date], event_types: list[str] | None = None,
+                         ctx: LakeContext | None = None, max_catch_up: int = 20):
+        """:meth:`index_batch_day` for each of ``days`` in order, yielding ``(day, events)`` as each
+        day's writes land. A day's writes (and catch-up) run on a second thread while the next day
+        is indexed: the next day reads only ``raw/`` and enrichments, never the events written."""
+        ctx = ctx or LakeContext(self.lake)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-day") as pool:
+            pending = None
+            for day in sorted(days):
+                indexed = self._index_day(source, day, event_types, ctx)
+                if pending is not None:
+                    yield pending[0], pending[1].result()
+                pending = (day, pool.submit(self._write_day, source, day, event_types, *indexed,
+                                            max_catch_up=max_catch_up))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+
+    def _index_day(self, source: str, day: date, event_types: list[str] | None,
+                   ctx: LakeContext) -> tuple[pl.DataFrame, int | None, IndexResult]:
+        raw, version = self.raw_day(source, day)
+        raw = first_per_key(raw, self.compiled.sources[source]["event_id_field"])
+        ctx.seed(source, day, raw)
+        return raw, version, self.index(source, raw, ctx, event_types=event_types, deduplicated=True)
+
+    def _write_day(self, source: str, day: date, event_types: list[str] | None, raw: pl.DataFrame,
+                   version: int | None, result: IndexResult, max_catch_up: int) -> dict[str, pl.DataFrame]:
+        eid = self.compiled.sources[source]["event_id_field"]
+        # The event types' tables are independent: their writes run at once (outside the GIL).
+        with ThreadPoolExecutor(max_workers=max(1, len(result.events)), thread_name_prefix="events-write") as pool:
+            for f in [pool.submit(self.write_events_day, et, day, df.filter(pl.col("date") == day))
+                      for et, df in result.events.items()]:
+                f.result()
+        seen = raw.get_column(eid).unique()
+        for _ in range(max_catch_up):
+            t = self.lake.table("raw", source)
+            if t is None or t.version() == version:
+                break
+            now, version = self.raw_day(source, day)
+            fresh = now.filter(~pl.col(eid).is_in(seen.implode()))
+            if fresh.height:
+                extra = self.index(source, fresh, LakeContext(self.lake), event_types=event_types)
+                for et, df in extra.events.items():
+                    self.lake.insert_unseen("events", et, df.filter(pl.col("date") == day))
+                    result.events[et] = pl.concat([result.events[et], df], how="vertical_relaxed")
+            seen = now.get_column(eid).unique()
+        return result.events
+
+    def write_events_day(self, event_type: str, day: date, events: pl.DataFrame) -> WriteInfo:
+        return self.lake.replace_partitions("events", event_type, events, [day])
+
+    # ---- sequences --------------------------------------------------------------------------
+
+    def build_sequences_day(self, feature_table: str, day: date) -> pl.DataFrame:
+        """The feature's sequences as of the end of ``day``, from ``events/`` inside its window."""
+        return self._build_sequences(feature_table, day, None).seqs
+
+    def _build_sequences(self, feature_table: str, day: date, previous: "_Built | None") -> "_Built":
+        """Build one day, from the day before when ``previous`` holds it and is still current.
+
+        ``previous`` is current when the events files of the days both windows share are exactly
+        the ones it was built from (Delta data files are immutable, so the same files are the same
+        rows): a backfill or a late stream insert in between changes them, and the day is then
+        rebuilt from the whole window.
+        """
+        feature = self.compiled.features[feature_table]
+        fields = self.compiled.stored_fields(feature)
+        schema = self.compiled.sequence_schema(feature)
+        end_ms = end_of_day_ms(day)
+        first_day = day - timedelta(days=feature["window_days"] - 1)
+        cols = sorted({"user_id", "event_type", feature["ordering"]["by"], feature["ordering"]["tie_break"],
+                       *feature["dedup_key"], *fields})
+        src = self.compiled.sources[self.compiled.event_types[feature["event_types"][0]]["source"]]
+        extend = (previous is not None and previous.day == day - timedelta(days=1)
+                  and extendable(feature, fields, src["event_id_field"], src["time_field"]))
+        scans, files = [], {}
+        for et in feature["event_types"]:
+            got = self.lake.scan_with_files("events", et, first_day, day)
+            if got is not None:
+                scans.append(got[0])
+                files.update({(et, d): paths for d, paths in got[1].items()})
+        if extend:
+            shared = {k: v for k, v in files.items() if k[1] < day}
+            extend = shared == {k: v for k, v in previous.files.items() if k[1] >= first_day}
+        if not scans:
+            seqs = pl.DataFrame(schema=schema)
+        elif extend:
+            today = pl.concat([lf.filter(pl.col("date") == day).select(cols) for lf in scans], how="vertical_relaxed")
+            seqs = extend_sequences(feature, previous.seqs, today, end_ms, fields, day)
+        else:
+            window = pl.concat([lf.select(cols) for lf in scans], how="vertical_relaxed")
+            seqs = assemble_sequences(feature, window, end_ms, fields, day)
+        seqs = seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
+        return _Built(day, seqs, files, extended=bool(scans) and extend)
+
+    def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
+        return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
+
+    def sequences_days(self, feature_table: str, days: list[date]):
+        """Build and write the feature's partitions of ``days`` in order, yielding ``(day, seqs, info)``
+        as each write lands. A day that follows the one built before it extends that day's
+        sequences with its own events (see :meth:`_build_sequences`) instead of reading the whole
+        window again. A day's write runs on a second thread while the next day is built (both
+        spend their time in polars and Parquet code outside the GIL); at most one write is in
+        flight, so memory holds two days at a time."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seq-write") as pool:
+            pending, built = None, None
+            for day in sorted(days):
+                built = self._build_sequences(feature_table, day, built)
+                seqs = built.seqs
+                if pending is not None:
+                    yield pending[0], pending[1], pending[2].result()
+                pending = (day, seqs, pool.submit(self.write_sequences_day, feature_table, day, seqs))
+            if pending is not None:
+                yield pending[0], pending[1], pending[2].result()
+

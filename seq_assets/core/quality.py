@@ -1,0 +1,143 @@
+"""Quality checks as pure functions over the lake: freshness, completeness, coverage, schema drift,
+uniqueness and sequence invariants. The Dagster checks (seq_assets.checks and the in-body checks
+of seq_assets.assets) are thin shells around these; thresholds come from the definitions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from seq_assets.core.compiled import Compiled
+from seq_assets.core.days import DAY_MS, end_of_day_ms
+from seq_assets.core.predicates import to_expr
+from signal_defs.compile import enrichment_columns
+
+if TYPE_CHECKING:  # handed a lake; core imports no storage
+    from seq_assets.storage.lake import Lake
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def _fmt_types(schema: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in schema.items()}
+
+
+def schema_drift(actual: dict, expected: dict) -> Outcome:
+    """The table's columns against the compiled definition: missing, extra or retyped columns fail."""
+    a, e = _fmt_types(actual), _fmt_types(expected)
+    missing = [c for c in e if c not in a]
+    extra = [c for c in a if c not in e]
+    retyped = [f"{c}: {a[c]} (expected {e[c]})" for c in e if c in a and a[c] != e[c]]
+    passed = not (missing or extra or retyped)
+    desc = "schema matches the definition" if passed else "; ".join(
+        x for x in (f"missing {missing}" if missing else "", f"extra {extra}" if extra else "",
+                    f"retyped {retyped}" if retyped else "") if x)
+    return Outcome(passed, desc, {"missing": len(missing), "extra": len(extra), "retyped": len(retyped),
+                                  "columns": len(a)})
+
+
+def table_schema_drift(lake: Lake, kind: str, name: str, expected: dict) -> Outcome:
+    lf = lake.scan(kind, name)
+    if lf is None:
+        return Outcome(False, f"table {kind}/{name} does not exist", {"missing": len(expected), "extra": 0, "retyped": 0})
+    return schema_drift(dict(lf.collect_schema()), expected)
+
+
+def uniqueness(df: pl.DataFrame, key: str = "event_id") -> Outcome:
+    dupes = df.height - df.get_column(key).n_unique() if df.height else 0
+    return Outcome(dupes == 0, f"{dupes} duplicated {key} values" if dupes else f"{key} is unique",
+                   {"rows": df.height, "duplicates": dupes})
+
+
+def late_arrivals(lake: Lake, source: str, day: date) -> int:
+    """Events of ``day`` delivered on a later day: batch deliveries by arrival day, plus the stream's count."""
+    lf = lake.scan("raw", source, days=[day], columns=["arrival_date", "date"])
+    batch_late = 0 if lf is None else int(lf.filter(pl.col("arrival_date") > pl.col("date")).select(pl.len()).collect().item())
+    return batch_late
+
+
+def completeness(compiled: Compiled, event_type: str, raw: pl.DataFrame, events: pl.DataFrame, lake: Lake | None = None,
+                 day: date | None = None) -> Outcome:
+    """Indexed events of a day against the raw archive of that day after the event type's filter."""
+    et = compiled.event_types[event_type]
+    src = compiled.sources[et["source"]]
+    eid = src["event_id_field"]
+    expected = raw.filter(to_expr(et["filter"])).get_column(eid).unique() if raw.height else pl.Series(eid, [], pl.String)
+    got = events.get_column(eid).unique() if events.height else pl.Series(eid, [], pl.String)
+    missing = int((~expected.is_in(got.implode())).sum()) if len(expected) else 0
+    extra = int((~got.is_in(expected.implode())).sum()) if len(got) else 0
+    ratio = (len(got) - extra) / len(expected) if len(expected) else 1.0
+    meta = {"expected": len(expected), "indexed": len(got), "missing": missing, "extra": extra, "completeness": ratio}
+    if lake is not None and day is not None:
+        meta["late_arrivals"] = late_arrivals(lake, et["source"], day)
+    passed = missing == 0 and extra == 0
+    desc = (f"all {len(expected)} filtered raw events are indexed" if passed
+            else f"{missing} filtered raw events are not indexed, {extra} indexed events are not in raw")
+    return Outcome(passed, desc, meta)
+
+
+def coverage(compiled: Compiled, event_type: str, events: pl.DataFrame) -> Outcome:
+    """Share of events carrying each enrichment, against the enrichment's min_coverage."""
+    et = compiled.event_types[event_type]
+    meta, low = {}, []
+    for name in et["enrichments"]:
+        e = compiled.enrichments[name]
+        cols = enrichment_columns(e)
+        threshold = float(e.get("min_coverage", 0.0))
+        for c in cols:
+            share = float(events.get_column(c).is_not_null().mean()) if events.height and c in events.columns else (1.0 if not events.height else 0.0)
+            meta[f"coverage_{c}"] = share
+            meta[f"min_coverage_{c}"] = threshold
+            if share < threshold:
+                low.append(f"{c} {share:.1%} < {threshold:.0%}")
+    return Outcome(not low, "coverage below threshold: " + ", ".join(low) if low else "every enrichment meets its coverage", meta)
+
+
+def sequence_invariants(feature: dict, seqs: pl.DataFrame, day: date) -> Outcome:
+    """Newest first (ties by tie-break ascending), at most N, inside the window, no duplicate ids."""
+    if seqs.is_empty():
+        return Outcome(True, "no sequences", {"users": 0})
+    o = feature["ordering"]
+    end = end_of_day_ms(day)
+    start = end - feature["window_days"] * DAY_MS
+    flat = seqs.select("user_id", pl.col(o["by"]).alias("_t"), pl.col(o["tie_break"]).alias("_k")).explode(["_t", "_k"])
+    flat = flat.drop_nulls("_t").with_row_index("_i")
+    prev_t = pl.col("_t").shift(1).over("user_id", order_by="_i")
+    prev_k = pl.col("_k").shift(1).over("user_id", order_by="_i")
+    bad_order = flat.filter((pl.col("_t") > prev_t) | ((pl.col("_t") == prev_t) & (pl.col("_k") <= prev_k))).height
+    too_long = seqs.filter(pl.col(o["by"]).list.len() > feature["max_length"]).height
+    outside = flat.filter((pl.col("_t") < start) | (pl.col("_t") >= end)).height
+    dup_users = seqs.filter(pl.col("event_id").list.n_unique() != pl.col("event_id").list.len()).height
+    passed = not (bad_order or too_long or outside or dup_users)
+    problems = [f"{n} {what}" for n, what in ((bad_order, "events out of order"), (too_long, "sequences longer than N"),
+                                              (outside, "events outside the window"),
+                                              (dup_users, "sequences with a duplicated event")) if n]
+    return Outcome(passed, "; ".join(problems) if problems else "sorted, at most N, inside the window",
+                   {"users": seqs.height, "out_of_order": bad_order, "too_long": too_long,
+                    "outside_window": outside, "duplicated": dup_users})
+
+
+def freshness(compiled: Compiled, lake: Lake, event_type: str, now_ms: int | None = None) -> Outcome:
+    """Lag of the newest indexed event against now, against the source's freshness SLO."""
+    et = compiled.event_types[event_type]
+    slo = int(compiled.sources[et["source"]]["freshness_slo_seconds"])
+    now_ms = now_ms or int(time.time() * 1000)
+    lf = lake.scan("events", event_type, columns=["ts", "date"])
+    if lf is None:
+        return Outcome(False, f"events/{event_type} has no data", {"lag_seconds": float("inf"), "slo_seconds": slo})
+    newest_day = lf.select(pl.col("date").max()).collect().item()
+    newest = lf.filter(pl.col("date") == newest_day).select(pl.col("ts").max()).collect().item() if newest_day else None
+    if newest is None:
+        return Outcome(False, f"events/{event_type} is empty", {"lag_seconds": float("inf"), "slo_seconds": slo})
+    lag = max(0.0, (now_ms - newest) / 1000)
+    return Outcome(lag <= slo, f"newest event is {lag:,.0f}s old (SLO {slo}s)", {"lag_seconds": lag, "slo_seconds": slo})

@@ -1,0 +1,45 @@
+"""Asset checks that are not tied to one materialization: freshness of every events/ table.
+
+They run from the UI ("Execute checks"), every few minutes by their automation condition, and
+record the lag as numeric metadata so the UI plots it over time.
+"""
+
+import dagster as dg
+
+from seq_assets.core import quality
+from seq_assets.core.compiled import Compiled
+from seq_assets.orchestration.assets import key
+from seq_assets.orchestration.resources import LakeResource
+
+EVERY_FIVE_MINUTES = dg.AutomationCondition.cron_tick_passed("*/5 * * * *")
+
+
+def freshness_check(compiled: Compiled, event_type: str) -> dg.AssetChecksDefinition:
+    source = compiled.event_types[event_type]["source"]
+    slo = compiled.sources[source]["freshness_slo_seconds"]
+
+    @dg.asset_check(asset=key("events", event_type), name="freshness", blocking=False,
+                    description=f"Newest event against now; SLO {slo}s from source {source!r}.",
+                    automation_condition=EVERY_FIVE_MINUTES)
+    def _freshness(lake: LakeResource) -> dg.AssetCheckResult:
+        out = quality.freshness(compiled, lake.lake(), event_type)
+        return dg.AssetCheckResult(
+            passed=out.passed, description=out.description, severity=dg.AssetCheckSeverity.WARN,
+            metadata={k: dg.MetadataValue.float(float(v)) for k, v in out.metadata.items()},
+        )
+
+    return _freshness
+
+
+def build_checks(compiled: Compiled) -> list[dg.AssetChecksDefinition]:
+    return [freshness_check(compiled, et) for et in compiled.event_types]
+
+
+# Evaluates the checks' automation conditions; on by default so freshness is watched with no clicks.
+quality_automation = dg.AutomationConditionSensorDefinition(
+    "quality_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Runs the freshness checks every five minutes (their automation condition).",
+)

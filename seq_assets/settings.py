@@ -1,0 +1,99 @@
+"""Settings: every ``SEQ_*`` environment variable is read here and nowhere else.
+
+The edges of the platform (``seqctl``, the Dagster code location, the server's start, the public
+training and SQL reads) call these functions and pass the values down; ``core``, ``storage`` and
+``kafka`` take them as arguments. Each has a default that works on a fresh checkout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from seq_assets.core import executors  # noqa: F401  (registers the built-in executors' names)
+from seq_assets.core.compiled import Compiled, compile_definitions
+from seq_assets.storage.landing import Landing
+from seq_assets.storage.lake import Lake
+from signal_defs.compile import read_compiled
+
+DEFAULT_SENSOR_INTERVAL_S = 5  # Dagster's sensor loop does not tick faster than this
+DEFAULT_STREAM_MAX_BATCH = 200_000  # records per micro-batch run (bigger runs amortize the Delta commits)
+
+
+def lake_uri() -> str:
+    """Root of every Delta table: ``SEQ_LAKE_URI`` (any URI deltalake accepts), default ``.data/lake``."""
+    return os.environ.get("SEQ_LAKE_URI") or os.path.abspath(".data/lake")
+
+
+def storage_options() -> dict[str, str] | None:
+    """``SEQ_STORAGE_OPTIONS``: a JSON object handed to deltalake and polars (endpoint, keys, ...)."""
+    text = os.environ.get("SEQ_STORAGE_OPTIONS", "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"SEQ_STORAGE_OPTIONS is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError("SEQ_STORAGE_OPTIONS must be a JSON object of option names to values")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def landing_dir() -> str:
+    """Where batch sources and enrichment snapshots land as files: ``SEQ_LANDING_DIR``."""
+    return os.environ.get("SEQ_LANDING_DIR") or os.path.abspath(".data/landing")
+
+
+def defs_dir() -> str | None:
+    """A compiled definitions folder (``seqctl defs compile --out``); unset: compile the in-repo ones."""
+    return os.environ.get("SEQ_DEFS_DIR") or None
+
+
+def partition_start() -> str:
+    """First daily partition, ``SEQ_PARTITION_START`` (YYYY-MM-DD)."""
+    return os.environ.get("SEQ_PARTITION_START", "2026-01-01")
+
+
+def kafka_bootstrap() -> str:
+    return os.environ.get("SEQ_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def sensor_interval() -> int:
+    """Seconds between ticks of each Kafka sensor: ``SEQ_SENSOR_INTERVAL``."""
+    return int(os.environ.get("SEQ_SENSOR_INTERVAL", DEFAULT_SENSOR_INTERVAL_S))
+
+
+def stream_max_batch() -> int:
+    """Most records one micro-batch run reads: ``SEQ_STREAM_MAX_BATCH``."""
+    return int(os.environ.get("SEQ_STREAM_MAX_BATCH", DEFAULT_STREAM_MAX_BATCH))
+
+
+def tenants_file() -> str | None:
+    """The serving API's tenants file, ``SEQ_TENANTS_FILE``; unset: local mode, no keys."""
+    return os.environ.get("SEQ_TENANTS_FILE") or None
+
+
+def lake(uri: str | None = None) -> Lake:
+    """The lake at ``uri`` (default ``SEQ_LAKE_URI``), with ``SEQ_STORAGE_OPTIONS``."""
+    return Lake(uri or lake_uri(), storage_options())
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(defs_dir: str | None) -> Compiled:
+    if defs_dir:
+        return Compiled(read_compiled(defs_dir))
+    from signal_defs import REGISTRY
+
+    return Compiled(compile_definitions(REGISTRY))
+
+
+def load_compiled() -> Compiled:
+    """The compiled definitions, loaded once per process: ``SEQ_DEFS_DIR`` when set, else the
+    definitions of this repository compiled in memory."""
+    return _compiled(defs_dir())
+
+
+def landing(uri: str | None = None) -> Landing:
+    """The landing area at ``uri`` (default ``SEQ_LANDING_DIR``), with ``SEQ_STORAGE_OPTIONS``."""
+    return Landing(uri or landing_dir(), storage_options())

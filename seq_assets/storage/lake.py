@@ -1,0 +1,352 @@
+"""The lake: Delta tables under one root, each partitioned by an event-time ``date`` column.
+
+Tables: ``raw/<source>``, ``enrichments/<name>``, ``events/<event_type>``,
+``sequences/<feature>_v<version>``, ``dead_letter/<source>``. Every write is idempotent:
+a partition write replaces exactly that partition; an insert adds only unseen keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Iterable
+
+import polars as pl
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import CommitProperties
+
+_WRITE_ID = "seqplat.write_id"  # commit metadata that lets a replace find its own commit
+KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics", "analysis")
+_RETRIES = 8
+
+
+@dataclass
+class WriteInfo:
+    rows: int
+    version: int | None
+    inserted: int | None = None
+
+
+def _arrow(df: pl.DataFrame) -> pa.Table:
+    # delta-rs cannot write string views or categoricals: hand it plain large strings.
+    cast = {c: pl.String for c, t in df.schema.items() if t == pl.Categorical or isinstance(t, pl.Enum)}
+    return (df.cast(cast) if cast else df).to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def _stat_value(v, upper: bool):
+    """A statistic as Delta writes it: dates ISO, timestamps to the millisecond (rounded outward)."""
+    if isinstance(v, datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(timezone.utc).replace(tzinfo=None)
+        if upper and v.microsecond % 1000:
+            v = v + timedelta(microseconds=1000 - v.microsecond % 1000)
+        return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def _file_stats(df: pl.DataFrame) -> str:
+    """Delta file statistics for every flat column: row count, null count, min and max.
+
+    Readers build their file filters from these (pyarrow datasets from deltalake turn a missing
+    min/max into a filter that matches nothing), so every flat column gets them, as delta-rs'
+    writer does; nested columns get none. NaN is left out of float min/max.
+    """
+    flat = [c for c, t in df.schema.items() if not t.is_nested()]
+    stats: dict = {"numRecords": df.height, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    if not flat or not df.height:
+        return json.dumps(stats)
+
+    def values(c):
+        col = pl.col(c)
+        return col.filter(~col.is_nan()) if df.schema[c].is_float() else col
+
+    row = df.select(*[values(c).min().alias(f"min:{c}") for c in flat],
+                    *[values(c).max().alias(f"max:{c}") for c in flat],
+                    *[pl.col(c).null_count().alias(f"nul:{c}") for c in flat]).row(0, named=True)
+    for c in flat:
+        stats["nullCount"][c] = int(row[f"nul:{c}"])
+        if row[f"min:{c}"] is not None:
+            stats["minValues"][c] = _stat_value(row[f"min:{c}"], upper=False)
+            stats["maxValues"][c] = _stat_value(row[f"max:{c}"], upper=True)
+    return json.dumps(stats)
+
+
+def add_actions(table: DeltaTable) -> pl.DataFrame:
+    """The live data files of a table version, one row each (``path``, ``size_bytes``,
+    ``modification_time``, ``partition.date``, statistics), as delta-rs lists them."""
+    return pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
+
+
+def _date_list(days: Iterable[date]) -> str:
+    return ", ".join(f"'{d.isoformat()}'" for d in sorted(set(days)))
+
+
+def with_retries(fn, *, what: str):
+    """Retry Delta's optimistic-concurrency conflicts with jittered backoff; the write is idempotent."""
+    for attempt in range(_RETRIES):
+        try:
+            return fn()
+        except CommitFailedError:
+            if attempt == _RETRIES - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError(what)
+
+
+def local_path(uri: str) -> str | None:
+    """The path of a local URI (a plain path or ``file://...``); None for any other scheme."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return None if "://" in uri else uri
+
+
+class Lake:
+    """The Delta tables under one root URI (a folder, ``file://``, ``s3://``...), with the storage
+    options deltalake and polars need to reach it. Settings resolve both once (``seq_assets.settings``)."""
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        if not root:
+            raise ValueError("a lake needs a root URI (SEQ_LAKE_URI)")
+        self.root = str(root).rstrip("/")
+        self.storage_options = storage_options or None
+
+    @property
+    def local_root(self) -> str | None:
+        """The lake's folder when it is on the local file system, else None."""
+        return local_path(self.root)
+
+    @property
+    def _local(self) -> bool:
+        """A lake on the local file system (where the fast partition writer applies)."""
+        return self.storage_options is None and self.local_root is not None
+
+    def _replace_by_files(self, kind: str, name: str, df: pl.DataFrame, days: list[date]) -> WriteInfo | None:
+        """Replace whole partitions by writing the Parquet files with polars and committing them.
+
+        delta-rs' writer spends most of a nested-column write (sequences: lists of lists of floats)
+        encoding levels; polars writes the same files about 3x faster (zstd level 1, also smaller).
+        The commit is one Delta transaction: remove every file of ``days``, add the new ones, with
+        row counts and min/max statistics in the log for data skipping. Returns None when the
+        frame's schema is not the table's (schema evolution), for the delta-rs writer to handle.
+        """
+        from deltalake import Schema
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        uri = local_path(self.uri(kind, name))
+        table = self.table(kind, name)
+        schema = Schema.from_arrow(_arrow(df.head(0)).schema)
+        if table is not None and table.schema().to_json() != schema.to_json():
+            return None
+        adds = []
+        dates = df.get_column("date").unique()
+        if dates.len() == 1:  # one day (the usual write): no split, which would copy every column
+            parts = {(dates[0],): df.drop("date")}
+        else:
+            parts = df.partition_by("date", as_dict=True, include_key=False, maintain_order=True)
+        for (day,), part in parts.items():
+            rel = f"date={day.isoformat()}/part-{uuid.uuid4().hex}-c000.zstd.parquet"
+            path = os.path.join(uri, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            part.write_parquet(path, compression="zstd", compression_level=1)
+            adds.append(AddAction(rel, os.path.getsize(path), {"date": day.isoformat()}, int(time.time() * 1000),
+                                  True, _file_stats(part)))
+        if table is None:
+            try:
+                create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"])
+                return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+            except Exception:  # noqa: BLE001 - another writer created it first: commit below
+                table = self.table(kind, name)
+                if table is None or table.schema().to_json() != schema.to_json():
+                    raise
+        filters = [("date", "in", [d.isoformat() for d in days])]
+        write_id = uuid.uuid4().hex
+
+        def commit() -> int:
+            t = self.table(kind, name)
+            t.create_write_transaction(
+                adds, mode="overwrite", schema=schema, partition_by=["date"], partition_filters=filters,
+                commit_properties=CommitProperties(custom_metadata={_WRITE_ID: write_id}))
+            return t.version()  # the version the transaction was built on
+
+        # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
+        base = with_retries(commit, what=f"replace {kind}/{name}")
+        self._drop_survivors(kind, name, days, base, write_id, {a.path for a in adds})
+        return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+    def _drop_survivors(self, kind: str, name: str, days: list[date], base: int, write_id: str,
+                        ours: set[str]) -> None:
+        """Remove the files a replace should have removed but could not see.
+
+        The overwrite removes the days' files of the version it was built on; a writer that
+        committed to those days after that version but before the overwrite landed (delta-rs'
+        conflict check lets such a commit through) leaves its files beside the new ones, and its
+        rows could be doubled. Those files are removed: the days then hold exactly what the
+        replace wrote, as a replace promises. (``Engine.index_batch_day`` re-inserts any raw row
+        it had not indexed.) A writer that commits after the replace saw it and is left alone.
+        """
+        from deltalake.transaction import RemoveAction
+
+        t = self.table(kind, name)
+        if t.version() == base + 1:  # nothing landed between the version read and this commit
+            return
+        landed = next((h["version"] for h in t.history(limit=100) if h.get(_WRITE_ID) == write_id), None)
+        if landed is None or landed == base + 1:
+            return
+        wanted = {d.isoformat() for d in days}
+
+        def day_files(table: DeltaTable) -> dict[str, dict]:
+            adds = add_actions(table)
+            adds = adds.with_columns(pl.col("partition.date").cast(pl.String))
+            return {r["path"]: r for r in adds.filter(pl.col("partition.date").is_in(list(wanted))).iter_rows(named=True)}
+
+        then = day_files(DeltaTable(self.uri(kind, name), version=landed, storage_options=self.storage_options))
+        survivors = set(then) - ours
+        if not survivors:
+            return
+
+        def remove():
+            table = self.table(kind, name)
+            live = day_files(table)
+            gone = [RemoveAction(p, True, int(time.time() * 1000), live[p]["size_bytes"], {"date": live[p]["partition.date"]})
+                    for p in sorted(survivors & set(live))]
+            if gone:
+                table.create_write_transaction(gone, mode="append", schema=table.schema(), partition_by=["date"])
+
+        with_retries(remove, what=f"replace {kind}/{name}: drop files committed under it")
+
+    def uri(self, kind: str, name: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown table kind {kind!r}")
+        return f"{self.root}/{kind}/{name}"
+
+    def table(self, kind: str, name: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri(kind, name), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def exists(self, kind: str, name: str) -> bool:
+        return self.table(kind, name) is not None
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def replace_partitions(self, kind: str, name: str, df: pl.DataFrame, days: Iterable[date],
+                           extra_predicate: str | None = None) -> WriteInfo:
+        """Replace exactly the given days with ``df`` (whose rows must lie in those days).
+
+        ``extra_predicate`` narrows what is replaced inside those days, e.g. only batch deliveries.
+        """
+        days = sorted(set(days))
+        uri = self.uri(kind, name)
+        if extra_predicate is None and self._local:
+            info = self._replace_by_files(kind, name, df, days)
+            if info is not None:
+                return info
+        data = _arrow(df)
+        predicate = f"date IN ({_date_list(days)})" + (f" AND {extra_predicate}" if extra_predicate else "")
+
+        def write():
+            write_deltalake(
+                uri, data, mode="overwrite", partition_by=["date"], predicate=predicate,
+                storage_options=self.storage_options, schema_mode="merge" if self.exists(kind, name) else None,
+            )
+
+        with_retries(write, what=f"replace {kind}/{name}")
+        return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+    def append(self, kind: str, name: str, df: pl.DataFrame) -> WriteInfo:
+        if df.is_empty():
+            t = self.table(kind, name)
+            return WriteInfo(rows=0, version=t.version() if t else None)
+        uri, data = self.uri(kind, name), _arrow(df)
+        with_retries(lambda: write_deltalake(uri, data, mode="append", partition_by=["date"],
+                                             storage_options=self.storage_options), what=f"append {kind}/{name}")
+        return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+    def insert_unseen(self, kind: str, name: str, df: pl.DataFrame, key: str = "event_id") -> WriteInfo:
+        """Insert rows whose ``key`` is not in the table yet: a re-delivered batch changes nothing.
+
+        The merge is pruned to the days the batch touches, and inserts only, so it adds files
+        without rewriting the ones already there.
+        """
+        df = df.unique(subset=[key], keep="first", maintain_order=True)
+        if df.is_empty():
+            t = self.table(kind, name)
+            return WriteInfo(rows=0, version=t.version() if t else None, inserted=0)
+        if not self.exists(kind, name):
+            try:
+                info = self.append(kind, name, df)
+                return WriteInfo(rows=df.height, version=info.version, inserted=df.height)
+            except Exception:  # noqa: BLE001 - lost a race to create the table: merge below
+                pass
+        days = df.get_column("date").unique().to_list()
+        data = _arrow(df)
+
+        def merge():
+            dt = self.table(kind, name)
+            return dt.merge(
+                data,
+                predicate=f"t.{key} = s.{key} AND t.date IN ({_date_list(days)})",
+                source_alias="s", target_alias="t", merge_schema=True,
+            ).when_not_matched_insert_all().execute()
+
+        metrics = with_retries(merge, what=f"merge into {kind}/{name}")
+        return WriteInfo(rows=df.height, version=self.table(kind, name).version(),
+                         inserted=int(metrics.get("num_target_rows_inserted", 0)))
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def scan(self, kind: str, name: str, days: Iterable[date] | None = None,
+             start: date | None = None, end: date | None = None,
+             columns: list[str] | None = None) -> pl.LazyFrame | None:
+        """A lazy scan with partition pruning (``days`` or [start, end]) and column projection."""
+        t = self.table(kind, name)
+        if t is None:
+            return None
+        lf = pl.scan_delta(t)
+        if days is not None:
+            lf = lf.filter(pl.col("date").is_in(sorted(set(days))))
+        if start is not None:
+            lf = lf.filter(pl.col("date") >= start)
+        if end is not None:
+            lf = lf.filter(pl.col("date") <= end)
+        if columns is not None:
+            lf = lf.select(columns)
+        return lf
+
+    def scan_with_files(self, kind: str, name: str, start: date,
+                        end: date) -> tuple[pl.LazyFrame, dict[date, frozenset[str]]] | None:
+        """:meth:`scan` of the days [start, end], and the data files of each of those days in the
+        same table version. Data files never change, so equal file sets mean equal contents."""
+        t = self.table(kind, name)
+        if t is None:
+            return None
+        adds = add_actions(t).select(
+            "path", pl.col("partition.date").cast(pl.String).str.to_date().alias("date"))
+        adds = adds.filter(pl.col("date").is_between(start, end))
+        files = {d: frozenset(g.get_column("path").to_list())
+                 for (d,), g in adds.partition_by("date", as_dict=True).items()}
+        return pl.scan_delta(t).filter(pl.col("date").is_between(start, end)), files
+
+    def read(self, kind: str, name: str, **kw) -> pl.DataFrame | None:
+        lf = self.scan(kind, name, **kw)
+        return None if lf is None else lf.collect()
+
+    def stats(self, kind: str, name: str, day: date | None = None) -> dict:
+        """Version, file count and bytes of a table (or of one day of it) for asset metadata."""
+        t = self.table(kind, name)
+        if t is None:
+            return {"version": None, "files": 0, "bytes": 0}
+        adds = add_actions(t)
+        if day is not None and "partition.date" in adds.columns:
+            adds = adds.filter(pl.col("partition.date").cast(pl.String) == day.isoformat())
+        return {"version": t.version(), "files": adds.height, "bytes": int(adds.get_column("size_bytes").sum() or 0)}
