@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 
 import polars as pl
 import pytest
-from conftest import DAY_MS, DEMO_DAYS, end_of_day, oracle_sequences
 from polars.testing import assert_frame_equal
 
 from seq_assets.core.compiled import Compiled
 from seq_assets.training import point_in_time_sequences, read_sequences
+from tests.support.oracle import DAY_MS, DEMO_DAYS, end_of_day, oracle_sequences
 
 
 @pytest.fixture(scope="module")

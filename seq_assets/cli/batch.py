@@ -25,9 +25,11 @@ def cmd_demo_data(args) -> int:
 
 def cmd_materialize(args) -> int:
     """Run the batch graph for a range of days, one run per day in order, recorded in DAGSTER_HOME."""
+    from seq_assets.definitions import defs
     from seq_assets.orchestration.runs import materialize_days
 
-    return 0 if materialize_days(day_range(args), groups=args.groups, record=args.record, progress=progress) else 1
+    ok = materialize_days(defs(), day_range(args), groups=args.groups, record=args.record, progress=progress)
+    return 0 if ok else 1
 
 
 def add_batch_commands(sub) -> None:

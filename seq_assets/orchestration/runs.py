@@ -9,13 +9,10 @@ from datetime import date
 import dagster as dg
 
 
-def materialize_days(days: list[date], groups: list[str] | None = None, record: bool = False,
+def materialize_days(defs: dg.Definitions, days: list[date], groups: list[str] | None = None, record: bool = False,
                      progress: Callable[[str], None] = print) -> bool:
     """Materialize the asset graph one run per day, oldest first; ``record`` keeps the runs in
     ``DAGSTER_HOME`` so the UI shows them. False (after saying which) when a day fails."""
-    from seq_assets.definitions import defs as lazy_defs
-
-    defs = lazy_defs()
     selection = dg.AssetSelection.groups(*groups) if groups else None
     instance = dg.DagsterInstance.get() if record else dg.DagsterInstance.ephemeral()
     t0 = time.time()

@@ -24,7 +24,7 @@ from signal_defs.compile import (
 from signal_defs.model import Lifecycle, Registry, SequenceFeature, col
 from signal_defs.validate import DefinitionError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SEQCTL = REPO / ".venv" / "bin" / "seqctl"
 
 

@@ -19,24 +19,21 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest_stream import (  # noqa: F401 - fixtures are used by name
+
+from seq_assets.orchestration.launcher import PID_TAG, WarmRunLauncher
+from tests.support.stream import (
     cursor_at_end,
     day_start_ms,
     event,
-    kafka_res,
-    kbroker,
     keyed,
     produce,
     read_table,
-    stream_lake,
     stream_pair,
     tick,
     utc_today,
 )
 
-from seq_assets.orchestration.launcher import PID_TAG, WarmRunLauncher
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
 
 

@@ -14,7 +14,10 @@ import dagster as dg
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from quality_helpers import (
+
+from seq_assets.core import quality
+from seq_assets.storage.lake import Lake
+from tests.support.quality_helpers import (
     DAYS,
     EVENT_CHECKS,
     EVENT_TYPES,
@@ -30,9 +33,6 @@ from quality_helpers import (
     platform_env,
     rewrite_table,
 )
-
-from seq_assets.core import quality
-from seq_assets.storage.lake import Lake
 
 D1, D2, D3 = DAYS
 

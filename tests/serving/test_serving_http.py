@@ -21,7 +21,14 @@ import numpy as np
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving_helpers import (
+
+from seq_assets.serving.app import Tenants, create_app
+from seq_assets.serving.service import SequenceService
+from seq_assets.serving.tail import KafkaTail
+from seq_assets.settings import load_compiled
+from seq_assets.storage.lake import Lake
+from seq_assets.training import read_sequences
+from tests.support.serving_helpers import (
     DAYS,
     FEATURES,
     SOURCE,
@@ -41,13 +48,6 @@ from serving_helpers import (
     stop_process,
     wait_http,
 )
-
-from seq_assets.serving.app import Tenants, create_app
-from seq_assets.serving.service import SequenceService
-from seq_assets.serving.tail import KafkaTail
-from seq_assets.settings import load_compiled
-from seq_assets.storage.lake import Lake
-from seq_assets.training import read_sequences
 
 pytestmark = pytest.mark.timeout(240)
 

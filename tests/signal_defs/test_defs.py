@@ -14,7 +14,7 @@ from signal_defs.compile import compile_registry
 from signal_defs.model import CounterEnrichment, Lifecycle, Registry, Stage, col
 from signal_defs.validate import DefinitionError, DefinitionErrors, validate
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SEQCTL = REPO / ".venv" / "bin" / "seqctl"
 
 

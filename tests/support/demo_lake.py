@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from envutil import scoped_env
+from tests.support.envutil import scoped_env
 
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
 SPEC = {"users": 150, "days": 3, "events": 6000, "seed": 7}

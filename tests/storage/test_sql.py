@@ -10,7 +10,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from analysis_lake import DAYS, build, end_of_day_ms
 from polars.testing import assert_frame_equal
 
 from seq_assets.cli import main
@@ -24,8 +23,9 @@ from seq_assets.storage.sql import (
     format_table,
     views,
 )
+from tests.support.analysis_lake import DAYS, build, end_of_day_ms
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXPECTED_VIEWS = {
     "raw.user_engagements", "dead_letter.user_engagements",
     "enrichments.item_embedding", "enrichments.item_category", "enrichments.item_popularity",

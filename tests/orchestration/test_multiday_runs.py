@@ -15,11 +15,11 @@ from datetime import date, timedelta
 
 import polars as pl
 import pytest
-from conftest import DEMO_DAYS, end_of_day
 from polars.testing import assert_frame_equal
 
 from seq_assets import settings
 from seq_assets.core.kernel import assemble_sequences, extend_sequences, extendable
+from tests.support.oracle import DEMO_DAYS, end_of_day
 
 DAY_MS = 86_400_000
 FIELDS = ["event_id", "ts", "event_type", "item_id", "item_embedding"]
@@ -137,9 +137,9 @@ def test_indexing_days_in_one_run_writes_what_one_day_at_a_time_wrote(demo_lake,
 
 def test_a_single_run_backfill_of_the_range_writes_what_day_by_day_runs_wrote(demo_lake, tmp_path):
     import dagster as dg
-    from quality_helpers import materialize, platform_env
 
     from seq_assets.storage.lake import Lake
+    from tests.support.quality_helpers import materialize, platform_env
 
     before = Lake(str(demo_lake.lake))
     root = tmp_path / "lake"

@@ -14,7 +14,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from serving_helpers import (
+
+from seq_assets import settings
+from seq_assets.serving.service import RequestError, SequenceService
+from seq_assets.serving.tail import KafkaTail
+from seq_assets.settings import load_compiled
+from seq_assets.storage.lake import Lake
+from seq_assets.training import read_sequences
+from tests.support.serving_helpers import (
     DAY_MS,
     DAYS,
     FEATURES,
@@ -31,13 +38,6 @@ from serving_helpers import (
     records_frame,
     shared_lake,
 )
-
-from seq_assets import settings
-from seq_assets.serving.service import RequestError, SequenceService
-from seq_assets.serving.tail import KafkaTail
-from seq_assets.settings import load_compiled
-from seq_assets.storage.lake import Lake
-from seq_assets.training import read_sequences
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -19,7 +19,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
-from quality_helpers import (
+
+from seq_assets.storage.lake import Lake
+from tests.support.quality_helpers import (
     DAYS,
     EVENT_TYPES,
     SEQUENCE_CHECKS,
@@ -32,8 +34,6 @@ from quality_helpers import (
     platform_env,
     write_registry,
 )
-
-from seq_assets.storage.lake import Lake
 
 D1, D2, D3 = DAYS
 V2_MAX = 50

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
 STARTUP_TIMEOUT_S = 150
 
@@ -103,7 +103,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _defined(root: Path) -> tuple[set[str], set[tuple[str, str]]]:
     """Assets and checks of the same code location, loaded in this process."""
-    from quality_helpers import platform_env
+    from tests.support.quality_helpers import platform_env
 
     with platform_env(root / "lake", root / "landing"):
         from seq_assets.definitions import defs

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from demo_lake import copy_template
-from envutil import scoped_env
+from tests.support.demo_lake import copy_template
+from tests.support.envutil import scoped_env
 
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
 SOURCE = "user_engagements"

@@ -16,33 +16,6 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 import pytest
-from conftest_stream import (  # noqa: F401 - fixtures are used by name
-    EVENT_COLS_BASE,
-    EVENT_TYPES,
-    PARTITIONS,
-    SOURCE,
-    TOPIC,
-    StreamOracle,
-    assert_unique_ids,
-    avoid_midnight,
-    cursor_at_end,
-    day_start_ms,
-    dg_instance,
-    drain,
-    dumps,
-    event,
-    execute,
-    kafka_res,
-    kbroker,
-    keyed,
-    produce,
-    read_table,
-    snapshot_lake,
-    stream_lake,
-    stream_pair,
-    tick,
-    utc_today,
-)
 from polars.testing import assert_frame_equal
 
 from seq_assets import settings
@@ -53,6 +26,29 @@ from seq_assets.kafka.microbatch import index_records
 from seq_assets.orchestration.sensors import KafkaResource
 from seq_assets.settings import load_compiled
 from seq_assets.storage.lake import Lake
+from tests.support.stream import (
+    EVENT_COLS_BASE,
+    EVENT_TYPES,
+    PARTITIONS,
+    SOURCE,
+    TOPIC,
+    StreamOracle,
+    assert_unique_ids,
+    avoid_midnight,
+    cursor_at_end,
+    day_start_ms,
+    drain,
+    dumps,
+    event,
+    execute,
+    keyed,
+    produce,
+    read_table,
+    snapshot_lake,
+    stream_pair,
+    tick,
+    utc_today,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

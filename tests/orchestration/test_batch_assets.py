@@ -16,13 +16,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from conftest import (
-    DEMO_DAYS,
-    EVENT_FILTERS,
-    end_of_day,
-    materialize_day,
-    oracle_sequences,
-)
 from polars.testing import assert_frame_equal
 
 from seq_assets.core.kernel import assemble_sequences
@@ -32,8 +25,15 @@ from seq_assets.orchestration.schedules import (
     horizon_days,
 )
 from seq_assets.storage.lake import Lake
+from tests.support.oracle import (
+    DEMO_DAYS,
+    EVENT_FILTERS,
+    end_of_day,
+    materialize_day,
+    oracle_sequences,
+)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EVENT_TYPES = tuple(EVENT_FILTERS)
 FEATURES = ("engagements_v1", "saves_v1")
 

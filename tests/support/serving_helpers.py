@@ -5,7 +5,7 @@
   session's base temp dir, and :func:`copy_lake` for tests that write to a lake of their own.
 * Engagement records as the clients send them and the Kafka record frames ``KafkaTail.ingest`` takes.
 * A uvicorn server in a thread, ``seqctl serve`` as a subprocess, and a load generator that runs as
-  its own process (``python tests/serving_helpers.py flood '<json>'``) so a flood does not share
+  its own process (``python -m tests.support.serving_helpers flood '<json>'``) so a flood does not share
   the test process's GIL with the requests whose latency is measured.
 
 Nothing here imports ``seq_assets`` at module import time except where a function needs it, so
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from demo_lake import DAYS as TEMPLATE_DAYS
-from demo_lake import SPEC as TEMPLATE_SPEC
-from demo_lake import copy_template
-from envutil import scoped_env
+from tests.support.demo_lake import DAYS as TEMPLATE_DAYS
+from tests.support.demo_lake import SPEC as TEMPLATE_SPEC
+from tests.support.demo_lake import copy_template
+from tests.support.envutil import scoped_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DAY_MS = 86_400_000
 SOURCE = "user_engagements"
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
@@ -131,9 +131,9 @@ def open_day(lake: Path, day: date) -> None:
 
 def close_day(lake: Path, day: date) -> None:
     """Build and write the sequences of ``day`` with the batch engine, as the closing backfill does."""
+    from seq_assets import settings
     from seq_assets.core.engine import Engine
     from seq_assets.settings import load_compiled
-    from seq_assets import settings
     from seq_assets.storage.lake import Lake
 
     engine = Engine(load_compiled(), Lake(str(lake)), settings.landing())
@@ -275,7 +275,8 @@ def start_flood(port: int, paths: list[str], headers: dict, seconds: float, conc
     """:func:`seq_assets.serving.loadgen.flood` in a child process; it writes its result as JSON to ``out``."""
     args = json.dumps({"port": port, "paths": paths, "headers": headers, "seconds": seconds,
                        "concurrency": concurrency, "max_requests": max_requests, "out": str(out)})
-    return subprocess.Popen([sys.executable, __file__, "flood", args], stdin=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "tests.support.serving_helpers", "flood", args], cwd=str(ROOT),
+                            stdin=subprocess.DEVNULL)
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "flood":

@@ -17,7 +17,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from conftest_stream import (  # noqa: F401 - fixtures are used by name
+from polars.testing import assert_frame_equal
+
+from seq_assets.kafka.microbatch import OffsetRange
+from seq_assets.orchestration.sensors import plan_ranges
+from seq_assets.settings import DEFAULT_STREAM_MAX_BATCH as DEFAULT_MAX_BATCH
+from tests.support.stream import (
     DAY_MS,
     EVENT_TYPES,
     FEATURES,
@@ -29,14 +34,11 @@ from conftest_stream import (  # noqa: F401 - fixtures are used by name
     cursor_at_end,
     day_of,
     day_start_ms,
-    dg_instance,
     drain,
     dumps,
     end_of_day_ms,
     event,
     execute,
-    kafka_res,
-    kbroker,
     keyed,
     materializations,
     materialize_sequences,
@@ -44,16 +46,10 @@ from conftest_stream import (  # noqa: F401 - fixtures are used by name
     produce,
     read_table,
     snapshot_lake,
-    stream_lake,
     stream_pair,
     tick,
     utc_today,
 )
-from polars.testing import assert_frame_equal
-
-from seq_assets.kafka.microbatch import OffsetRange
-from seq_assets.orchestration.sensors import plan_ranges
-from seq_assets.settings import DEFAULT_STREAM_MAX_BATCH as DEFAULT_MAX_BATCH
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 from deltalake import write_deltalake
-from demo_lake import DAYS as TEMPLATE_DAYS
-from demo_lake import demo_lake_template
-from envutil import scoped_env
+
+from tests.support.demo_lake import DAYS as TEMPLATE_DAYS
+from tests.support.demo_lake import demo_lake_template
+from tests.support.envutil import scoped_env
 
 DAYS = (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3))
 EVENT_TYPES = ("pin_click", "pin_save", "pin_closeup")

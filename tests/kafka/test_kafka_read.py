@@ -9,7 +9,6 @@ plain kafka-python consumer (ConsumerRecord) and by the lean consumer. Both must
 from __future__ import annotations
 
 import pytest
-from conftest_stream import kbroker  # noqa: F401 - fixture used by name
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from seq_assets.kafka.client import create_topics, end_offsets_exact, make_offset_probe

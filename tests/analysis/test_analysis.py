@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 import pytest
-from analysis_lake import DAYS, LATE_RECORDED, SOURCE, STREAM_ROWS, build, lake_env
 from dagster_duckdb import DuckDBResource
 from polars.testing import assert_frame_equal
 
@@ -23,6 +22,14 @@ from seq_assets.orchestration.resources import LakeResource
 from seq_assets.settings import load_compiled
 from seq_assets.storage.lake import Lake
 from seq_assets.training import point_in_time_sequences, read_sequences
+from tests.support.analysis_lake import (
+    DAYS,
+    LATE_RECORDED,
+    SOURCE,
+    STREAM_ROWS,
+    build,
+    lake_env,
+)
 
 FEATURES = ("engagements_v1", "saves_v1")
 EVENT_TYPES = ("pin_click", "pin_closeup", "pin_save")
