@@ -7,8 +7,8 @@ by name, so validation can refuse an event type that names an executor nobody re
 
 from __future__ import annotations
 
-# Executors the runtime has registered; the built-in one is always there.
-EXECUTOR_NAMES: set[str] = {"default"}
+# Executors the runtime has registered; the built-in "standard" one is always there.
+EXECUTOR_NAMES: set[str] = {"standard"}
 # Enrichment kinds the serving API can join at request time.
 SERVING_ENRICHER_KINDS = frozenset({"lookup"})
 
