@@ -11,7 +11,6 @@ import polars as pl
 
 from seq_assets.core.compiled import Compiled
 from seq_assets.storage.sql import views
-from signal_defs.compile import enrichment_columns as compiled_enrichment_columns
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "sequence_lengths": {"feature": pl.String, "length": pl.Int64, "users": pl.Int64, "date": pl.Date},
@@ -48,6 +47,18 @@ def _columns(conn, view: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _present(conn, kind: str, names, needs: tuple[str, ...] = ()):
+    """``(name, columns)`` of each of ``names`` whose view ``<kind>.<name>`` is on ``conn`` and has
+    every column of ``needs``."""
+    present = set(views(conn))
+    for name in names:
+        view = f"{kind}.{name}"
+        if view in present:
+            cols = _columns(conn, view)
+            if set(needs) <= cols:
+                yield name, cols
+
+
 def _run(conn, name: str, parts: list[str], order: str) -> pl.DataFrame:
     schema = SCHEMAS[name]
     if not parts:
@@ -60,10 +71,9 @@ def _run(conn, name: str, parts: list[str], order: str) -> pl.DataFrame:
 
 def sequence_lengths(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Users per sequence length, per feature table and day."""
-    present, parts = set(views(conn)), []
-    for table, f in compiled.features.items():
-        if f"sequences.{table}" not in present:
-            continue
+    parts = []
+    for table, _ in _present(conn, "sequences", compiled.features):
+        f = compiled.features[table]
         stored = compiled.stored_fields(f)
         col = f["ordering"]["by"] if f["ordering"]["by"] in stored else stored[0]
         parts.append(f"SELECT {_s(table)} AS feature, len({_q(col)}) AS length, count(*) AS users, date "
@@ -73,14 +83,8 @@ def sequence_lengths(conn, compiled: Compiled, days) -> pl.DataFrame:
 
 def action_mix(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Events per action within each surface and country (bots excluded), per source and day."""
-    present, parts = set(views(conn)), []
-    for source in compiled.sources:
-        view = f"raw.{source}"
-        if view not in present:
-            continue
-        cols = _columns(conn, view)
-        if not {"action", "surface", "country"} <= cols:
-            continue
+    parts = []
+    for source, cols in _present(conn, "raw", compiled.sources, needs=("action", "surface", "country")):
         humans = " AND NOT coalesce(is_bot, false)" if "is_bot" in cols else ""
         parts.append(
             f"SELECT {_s(source)} AS source, surface, country, action, count(*) AS events, "
@@ -94,12 +98,9 @@ def late_arrival_lag(conn, compiled: Compiled, days) -> pl.DataFrame:
 
     Stream rows also carry the Kafka timestamp (``arrived_at``): their lag percentiles are in seconds.
     """
-    present, parts = set(views(conn)), []
-    for source, src in compiled.sources.items():
-        view = f"raw.{source}"
-        if view not in present or "arrival_date" not in _columns(conn, view):
-            continue
-        lag_ms = f"epoch_ms(arrived_at) - {_q(src['time_field'])}"
+    parts = []
+    for source, _ in _present(conn, "raw", compiled.sources, needs=("arrival_date",)):
+        lag_ms = f"epoch_ms(arrived_at) - {_q(compiled.sources[source]['time_field'])}"
         parts.append(
             f"SELECT {_s(source)} AS source, origin, date_diff('day', date, arrival_date) AS lag_days, "
             f"count(*) AS events, count(*) / sum(count(*)) OVER (PARTITION BY date) AS share, "
@@ -110,12 +111,9 @@ def late_arrival_lag(conn, compiled: Compiled, days) -> pl.DataFrame:
 
 def stream_lag(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Per day, over every source: stream rows and the p50/p99 of Kafka time minus event time, in seconds."""
-    present, parts = set(views(conn)), []
-    for source, src in compiled.sources.items():
-        view = f"raw.{source}"
-        if view in present and "arrived_at" in _columns(conn, view):
-            parts.append(f"SELECT epoch_ms(arrived_at) - {_q(src['time_field'])} AS lag_ms, date FROM raw.{_q(source)} "
-                         f"WHERE date IN ({_days_sql(days)}) AND arrived_at IS NOT NULL")
+    parts = [f"SELECT epoch_ms(arrived_at) - {_q(compiled.sources[source]['time_field'])} AS lag_ms, date "
+             f"FROM raw.{_q(source)} WHERE date IN ({_days_sql(days)}) AND arrived_at IS NOT NULL"
+             for source, _ in _present(conn, "raw", compiled.sources, needs=("arrived_at",))]
     if not parts:
         return pl.DataFrame(schema=SCHEMAS["stream_lag"])
     union = " UNION ALL ".join(f"({p})" for p in parts)
@@ -133,26 +131,11 @@ def late_events_recorded(conn, days) -> pl.DataFrame:
         f"WHERE date IN ({_days_sql(days)}) GROUP BY ALL"], "date, source")
 
 
-def enrichment_columns(compiled: Compiled, event_type: str) -> list[tuple[str, str, float | None]]:
-    """(enrichment, column, min_coverage) of each index-time enrichment column of an event type."""
-    out = []
-    for name in compiled.event_types[event_type]["enrichments"]:
-        e = compiled.enrichments[name]
-        if e.get("stage", "index") != "index":
-            continue
-        out.extend((name, c, e.get("min_coverage")) for c in compiled_enrichment_columns(e))
-    return out
-
-
 def enrichment_coverage(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Share of events with a non-null value, per event type, enrichment column and day."""
-    present, parts = set(views(conn)), []
-    for et in compiled.event_types:
-        view = f"events.{et}"
-        if view not in present:
-            continue
-        cols = _columns(conn, view)
-        for name, col, minimum in enrichment_columns(compiled, et):
+    parts = []
+    for et, cols in _present(conn, "events", compiled.event_types):
+        for name, col, minimum in compiled.index_enrichment_columns(et):
             if col not in cols:
                 continue
             parts.append(
@@ -165,11 +148,9 @@ def enrichment_coverage(conn, compiled: Compiled, days) -> pl.DataFrame:
 
 def events_per_hour(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Events per UTC hour of event time, per event type and day."""
-    present, parts = set(views(conn)), []
-    for et, d in compiled.event_types.items():
-        if f"events.{et}" not in present:
-            continue
-        ts = _q(compiled.sources[d["source"]]["time_field"])
+    parts = []
+    for et, _ in _present(conn, "events", compiled.event_types):
+        ts = _q(compiled.sources[compiled.event_types[et]["source"]]["time_field"])
         parts.append(f"SELECT {_s(et)} AS event_type, hour(epoch_ms({ts})) AS hour, count(*) AS events, date "
                      f"FROM events.{_q(et)} WHERE date IN ({_days_sql(days)}) GROUP BY ALL")
     return _run(conn, "events_per_hour", parts, "date, event_type, hour")

@@ -6,7 +6,6 @@ from datetime import date, datetime, timezone
 
 import polars as pl
 
-from seq_assets.analysis.queries import enrichment_columns
 from seq_assets.core.compiled import Compiled
 from seq_assets.storage.lake import Lake, add_actions
 from seq_assets.training import point_in_time_sequences, read_sequences
@@ -25,7 +24,7 @@ def latest_day(lake, table: str) -> date | None:
 
 def enrichment_fields(compiled, f: dict) -> list[str]:
     """The stored fields of a feature that come from enrichments."""
-    cols = {c for et in f["event_types"] for _, c, _ in enrichment_columns(compiled, et)}
+    cols = {c for et in f["event_types"] for _, c, _ in compiled.index_enrichment_columns(et)}
     return [x for x in compiled.stored_fields(f) if x in cols]
 
 

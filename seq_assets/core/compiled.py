@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from signal_defs.compile import enrichment_columns
 
 _SCALARS = {
     "string": pl.String,
@@ -80,16 +81,31 @@ class Compiled:
         cols["event_type"] = pl.String
         for name in et["enrichments"]:
             e = self.enrichments[name]
-            if e["kind"] == "lookup":
-                cols.update({c: polars_type(t) for c, t in e["columns"].items()})
-            elif e["kind"] == "counter":
-                cols[e["column"] or e["name"]] = pl.Int64
-            else:
-                cols.update({c: polars_type(src[raw]) for c, raw in e["fields"].items()})
+            for c in enrichment_columns(e):
+                if e["kind"] == "lookup":
+                    cols[c] = polars_type(e["columns"][c])
+                elif e["kind"] == "counter":
+                    cols[c] = pl.Int64
+                else:
+                    cols[c] = polars_type(src[e["fields"][c]])
         cols["def_version"] = pl.String
         cols["ingested_at"] = pl.Datetime("us", "UTC")
         cols["date"] = pl.Date
         return cols
+
+    def index_enrichment_columns(self, event_type: str) -> list[tuple[str, str, float | None]]:
+        """(enrichment, column, min_coverage) of each index-time enrichment column of an event type."""
+        out = []
+        for name in self.event_types[event_type]["enrichments"]:
+            e = self.enrichments[name]
+            if e.get("stage", "index") == "index":
+                out.extend((name, c, e.get("min_coverage")) for c in enrichment_columns(e))
+        return out
+
+    def horizon_days(self, source: str | None = None) -> int:
+        """The longest late-arrival horizon of the event types (of one source, if given)."""
+        ets = self.event_types_of(source) if source is not None else self.event_types.values()
+        return max((et["late_arrival_days"] for et in ets), default=0)
 
     def stored_fields(self, feature: dict) -> list[str]:
         """The feature's fields kept in ``sequences/``; serving-time ones are joined when served."""

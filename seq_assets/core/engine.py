@@ -146,16 +146,13 @@ class Engine:
             raise ValueError("this engine was built without a landing area (SEQ_LANDING_DIR)")
         return self.landing
 
-    def horizon_days(self, source: str) -> int:
-        return max((et["late_arrival_days"] for et in self.compiled.event_types_of(source)), default=0)
-
     def load_batch_day(self, source: str, day: date) -> tuple[Decoded, list[str]]:
         """Decode the landing files that can hold events of ``day`` (it and the late horizon after).
 
         Valid rows keep only that day's events; dead letters keep the ones dated that day (by event
         time when it parses, else by arrival day), so each bad record is reported exactly once.
         """
-        arrivals = [day + timedelta(days=i) for i in range(self.horizon_days(source) + 1)]
+        arrivals = [day + timedelta(days=i) for i in range(self.compiled.horizon_days(source) + 1)]
         files = self.landing_files(source, arrivals)
         if not files:
             empty = self.decode(source, pl.Series("value", [], dtype=pl.String))

@@ -15,7 +15,6 @@ import polars as pl
 from seq_assets.core.compiled import Compiled
 from seq_assets.core.days import DAY_MS, end_of_day_ms
 from seq_assets.core.predicates import to_expr
-from signal_defs.compile import enrichment_columns
 
 if TYPE_CHECKING:  # handed a lake; core imports no storage
     from seq_assets.storage.lake import Lake
@@ -88,18 +87,14 @@ def completeness(compiled: Compiled, event_type: str, raw: pl.DataFrame, events:
 
 def coverage(compiled: Compiled, event_type: str, events: pl.DataFrame) -> Outcome:
     """Share of events carrying each enrichment, against the enrichment's min_coverage."""
-    et = compiled.event_types[event_type]
     meta, low = {}, []
-    for name in et["enrichments"]:
-        e = compiled.enrichments[name]
-        cols = enrichment_columns(e)
-        threshold = float(e.get("min_coverage", 0.0))
-        for c in cols:
-            share = float(events.get_column(c).is_not_null().mean()) if events.height and c in events.columns else (1.0 if not events.height else 0.0)
-            meta[f"coverage_{c}"] = share
-            meta[f"min_coverage_{c}"] = threshold
-            if share < threshold:
-                low.append(f"{c} {share:.1%} < {threshold:.0%}")
+    for _, c, minimum in compiled.index_enrichment_columns(event_type):
+        threshold = float(minimum or 0.0)
+        share = float(events.get_column(c).is_not_null().mean()) if events.height and c in events.columns else (1.0 if not events.height else 0.0)
+        meta[f"coverage_{c}"] = share
+        meta[f"min_coverage_{c}"] = threshold
+        if share < threshold:
+            low.append(f"{c} {share:.1%} < {threshold:.0%}")
     return Outcome(not low, "coverage below threshold: " + ", ".join(low) if low else "every enrichment meets its coverage", meta)
 
 

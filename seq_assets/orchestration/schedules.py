@@ -12,10 +12,6 @@ BATCH_SELECTION = dg.AssetSelection.groups("raw", "enrichments", "events", "sequ
 daily_batch_job = dg.define_asset_job("daily_batch", selection=BATCH_SELECTION, partitions_def=DAILY)
 
 
-def horizon_days(compiled: Compiled) -> int:
-    return max((et["late_arrival_days"] for et in compiled.event_types.values()), default=0)
-
-
 def closing_range(scheduled_day, horizon: int) -> tuple[str, str]:
     """The partition range a run scheduled on ``scheduled_day`` recomputes: [yesterday - horizon, yesterday]."""
     yesterday = scheduled_day - timedelta(days=1)
@@ -23,7 +19,7 @@ def closing_range(scheduled_day, horizon: int) -> tuple[str, str]:
 
 
 def build_schedules(compiled: Compiled) -> list[dg.ScheduleDefinition]:
-    horizon = horizon_days(compiled)
+    horizon = compiled.horizon_days()
 
     @dg.schedule(
         job=daily_batch_job,

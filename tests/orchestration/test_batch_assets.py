@@ -22,7 +22,6 @@ from seq_assets.core.kernel import assemble_sequences
 from seq_assets.orchestration.schedules import (
     build_schedules,
     closing_range,
-    horizon_days,
 )
 from seq_assets.storage.lake import Lake
 from tests.support.oracle import (
@@ -303,7 +302,7 @@ def test_closing_range():
 
 
 def test_schedule_requests_the_late_horizon_as_one_range(compiled):
-    assert horizon_days(compiled) == 3
+    assert compiled.horizon_days() == 3
     (schedule,) = build_schedules(compiled)
     assert schedule.cron_schedule == "30 0 * * *"
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 5, 0, 30, tzinfo=timezone.utc))
