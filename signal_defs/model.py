@@ -127,7 +127,12 @@ class Source:
     required: tuple[str, ...]  # fields that must be present and non-null
     event_id_field: str = "event_id"
     user_field: str = "user_id"
-    time_field: str = "ts"  # epoch milliseconds, event time
+    time_field: str = "ts"  # event time, an int64 count of ``time_unit`` since the epoch
+    time_unit: str = "ms"  # "ms", "s" or "us"
+    # No event id in the records: the id is derived from these fields (then ``event_id_field`` names
+    # the derived column and need not be in the schema).
+    event_id_from: tuple[str, ...] = ()
+    retention_days: int = 400  # how long raw/<source> keeps a day
     max_record_bytes: int = 64 * 1024
     freshness_slo_seconds: int = 60
     kafka_partitions: int = 3

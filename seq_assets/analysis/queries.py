@@ -133,16 +133,14 @@ def late_events_recorded(conn, days) -> pl.DataFrame:
 
 def enrichment_coverage(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Share of events with a non-null value, per event type, enrichment column and day."""
-    parts = []
-    for et, cols in _present(conn, "events", compiled.event_types):
-        for name, col, minimum in compiled.index_enrichment_columns(et):
-            if col not in cols:
-                continue
-            parts.append(
-                f"SELECT {_s(et)} AS event_type, {_s(name)} AS enrichment, {_s(col)} AS \"column\", "
+    def covered(et: str, name: str, col: str, minimum: float | None) -> str:
+        return (f"SELECT {_s(et)} AS event_type, {_s(name)} AS enrichment, {_s(col)} AS \"column\", "
                 f"count(*) AS events, count({_q(col)}) AS covered, count({_q(col)}) / count(*) AS coverage, "
                 f"{'NULL' if minimum is None else float(minimum)} AS min_coverage, date "
                 f"FROM events.{_q(et)} WHERE date IN ({_days_sql(days)}) GROUP BY date")
+
+    parts = [covered(et, name, col, minimum) for et, cols in _present(conn, "events", compiled.event_types)
+             for name, col, minimum in compiled.index_enrichment_columns(et) if col in cols]
     return _run(conn, "enrichment_coverage", parts, "date, event_type, enrichment, \"column\"")
 
 
