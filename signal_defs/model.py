@@ -16,6 +16,7 @@ from typing import Any, Mapping
 # ---------------------------------------------------------------------------------------------
 
 SCALAR_TYPES = ("string", "int64", "float32", "float64", "bool")
+TIME_UNITS = ("ms", "s", "us")  # units of a source's event time since the epoch
 
 
 def list_of(item: str, size: int | None = None) -> str:
