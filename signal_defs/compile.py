@@ -16,13 +16,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from signal_defs.model import Col, Pred, Registry
+from signal_defs.model import Col, Pred, Registry, Source
 from signal_defs.validate import DefinitionError, validate
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 # Settings of a feature that describe it but do not change its rows.
 _FEATURE_METADATA = {"owner", "lifecycle", "description"}
+# Settings of a source that change the rows of the features reading it (which field is the id, the
+# user, the time, and how those are read), with their defaults. A feature's output hash covers the
+# ones set to something else, so the hashes of features over default sources stay what they were
+# before a setting existed.
+_SOURCE_OUTPUT_SETTINGS = {
+    f.name: f.default for f in dataclasses.fields(Source)
+    if f.name in ("event_id_field", "user_field", "time_field", "time_unit", "event_id_from")
+}
 
 
 def _plain(value: Any) -> Any:
@@ -96,14 +104,19 @@ def _feature_output_hash(feature: dict, by_name: dict[tuple[str, str], dict]) ->
         et_inputs = {k: v for k, v in et.items()
                      if k not in ("description", "hash", "retention_days", "late_arrival_days", "enrichments")}
         et_inputs["enrichments"] = [n for n in et["enrichments"] if n in read]
-        parts.append({
+        part = {
             "event_type": et_inputs,
             "source_schema": source["schema"],
             "enrichments": sorted(
                 ({k: v for k, v in e.items() if k not in ("description", "hash", "min_coverage")} for e in used),
                 key=lambda e: e["name"],
             ),
-        })
+        }
+        source_settings = {k: source[k] for k, default in _SOURCE_OUTPUT_SETTINGS.items()
+                           if source.get(k, _plain(default)) != _plain(default)}
+        if source_settings:
+            part["source_settings"] = source_settings
+        parts.append(part)
     serving = [e for e in read.values() if e.get("stage") == "serving"]
     inputs["serving_enrichments"] = sorted(
         ({k: v for k, v in e.items() if k not in ("description", "hash", "min_coverage")} for e in serving),

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 from signal_defs import plugins
 from signal_defs.model import (
     SCALAR_TYPES,
+    TIME_UNITS,
     Col,
     ContextEnrichment,
     CounterEnrichment,
@@ -93,6 +94,12 @@ def validate(registry: Registry, executors: Iterable[str] | None = None,
 
     for s in sources.values():
         _check_source(s, err)
+    topics: dict[str, str] = {}
+    for s in registry.of_kind("source"):
+        if s.topic in topics and topics[s.topic] != s.name:
+            err(_label(s), "topic", f"topic {s.topic!r} is already the topic of source {topics[s.topic]!r}; "
+                "a topic belongs to one source")
+        topics.setdefault(s.topic, s.name)
     for e in enrichments.values():
         label = _label(e)
         if not isinstance(e.stage, Stage):
@@ -152,12 +159,26 @@ def _check_source(s: Source, err) -> None:
         if not valid_type(t):
             err(label, "schema", f"field {f!r} has unknown type {t!r}")
     for attr in ("event_id_field", "user_field", "time_field"):
+        if attr == "event_id_field" and s.event_id_from:
+            continue  # derived from event_id_from, checked below
         if getattr(s, attr) not in s.schema:
             err(label, attr, f"{getattr(s, attr)!r} is not in the schema")
         elif getattr(s, attr) not in s.required:
             err(label, "required", f"{getattr(s, attr)!r} ({attr}) must be required")
-    if s.schema.get(s.time_field) != "int64":
-        err(label, "time_field", "event time must be an int64 of epoch milliseconds")
+    if s.time_unit not in TIME_UNITS:
+        err(label, "time_unit", f"unknown time unit {s.time_unit!r} (one of: {', '.join(TIME_UNITS)})")
+    if s.time_field in s.schema and s.schema[s.time_field] != "int64":
+        err(label, "time_field", f"event time {s.time_field!r} must be an int64 count of {s.time_unit} since the epoch")
+    if not isinstance(s.event_id_from, tuple) or not all(isinstance(f, str) for f in s.event_id_from):
+        err(label, "event_id_from", f"must be a tuple of field names, got {s.event_id_from!r}")
+    else:
+        for f in s.event_id_from:
+            if f not in s.schema:
+                err(label, "event_id_from", f"unknown field {f!r}: the event id is derived from fields of the schema")
+        if len(set(s.event_id_from)) != len(s.event_id_from):
+            err(label, "event_id_from", "lists a field more than once")
+    if not isinstance(s.retention_days, int) or s.retention_days <= 0:
+        err(label, "retention_days", f"must be a positive number of days, got {s.retention_days!r}")
     for r in s.required:
         if r not in s.schema:
             err(label, "required", f"unknown field {r!r}")
@@ -183,13 +204,16 @@ def _check_event_type(et: EventType, sources, enrichments, executors, err) -> di
         err(label, "retention_days", "must be a positive number of days")
     if not isinstance(et.late_arrival_days, int) or et.late_arrival_days < 0:
         err(label, "late_arrival_days", "must be zero or a positive number of days")
+    src = sources[et.source]
+    kept = dict(schema)
+    if src.event_id_from:
+        kept.setdefault(src.event_id_field, "string")  # the derived id
     out: dict[str, str] = {}
     for f in et.fields:
-        if f not in schema:
+        if f not in kept:
             err(label, "fields", f"unknown field {f!r} of source {et.source!r}")
         else:
-            out[f] = schema[f]
-    src = sources[et.source]
+            out[f] = kept[f]
     for required in (src.event_id_field, src.user_field, src.time_field):
         if required not in et.fields:
             err(label, "fields", f"must keep {required!r}")
@@ -258,13 +282,14 @@ def _check_feature(f: SequenceFeature, event_types, enrichments, provided, servi
         if missing:
             err(label, "fields", f"unknown field {field!r}: not provided by event type(s) {', '.join(missing)}")
     per_event = set(f.fields)
-    for k in f.dedup_key:
+    # Ordering and dedup run when the sequence is built: every event type must write the column.
+    keyed = [("dedup_key", k) for k in f.dedup_key] + [(f"ordering.{a}", getattr(f.ordering, a)) for a in ("by", "tie_break")]
+    for attr, k in keyed:
         if k not in per_event:
-            err(label, "dedup_key", f"dedup key {k!r} must be one of the feature's fields")
-    for attr in ("by", "tie_break"):
-        v = getattr(f.ordering, attr)
-        if v not in per_event:
-            err(label, f"ordering.{attr}", f"{v!r} must be one of the feature's fields")
+            err(label, attr, f"{k!r} must be one of the feature's fields")
+        missing = [et for et in known if k not in provided.get(et, {})]
+        if missing:
+            err(label, attr, f"{k!r} is not produced by event type(s) {', '.join(missing)}")
 
 
 def output_columns(e: Any) -> list[str]:
