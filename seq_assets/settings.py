@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import json
 import os
+from pathlib import Path
 
 from seq_assets.core import executors  # noqa: F401  (registers the built-in executors' names)
 from seq_assets.core.compiled import Compiled, compile_definitions
 from seq_assets.storage.landing import Landing
 from seq_assets.storage.lake import Lake
+from signal_defs import loader
 from signal_defs.compile import read_compiled
+from signal_defs.model import Registry
 
 DEFAULT_SENSOR_INTERVAL_S = 5  # Dagster's sensor loop does not tick faster than this
 DEFAULT_STREAM_MAX_BATCH = 200_000  # records per micro-batch run (bigger runs amortize the Delta commits)
@@ -46,8 +49,39 @@ def landing_dir() -> str:
 
 
 def defs_dir() -> str | None:
-    """A compiled definitions folder (``seqctl defs compile --out``); unset: compile the in-repo ones."""
+    """A compiled definitions folder (``seqctl defs compile --out``); unset: compile the definitions
+    of :func:`registry`."""
     return os.environ.get("SEQ_DEFS_DIR") or None
+
+
+def defs_module() -> str | None:
+    """``SEQ_DEFS_MODULE``: the importable module (the current directory searched first) whose
+    ``REGISTRY`` is every definition; unset: the demo definitions shipped in ``signal_defs``."""
+    return os.environ.get("SEQ_DEFS_MODULE") or None
+
+
+def _import_defs_module(module: str):
+    try:
+        return loader.import_definitions(module, os.getcwd())
+    except loader.DefinitionsModuleError as e:
+        raise loader.DefinitionsModuleError(f"{e} (SEQ_DEFS_MODULE={module})") from None
+
+
+def registry() -> Registry:
+    """The definitions to validate, compile and run: ``SEQ_DEFS_MODULE``'s ``REGISTRY``, else the demo's."""
+    module = defs_module()
+    if module:
+        return _import_defs_module(module).REGISTRY
+    import signal_defs
+
+    return signal_defs.REGISTRY
+
+
+def defs_lock() -> Path:
+    """The production version lock of :func:`registry`: ``versions.lock.json`` beside the
+    ``SEQ_DEFS_MODULE`` file, else the demo's ``signal_defs/versions.lock.json``."""
+    module = defs_module()
+    return loader.lock_path(_import_defs_module(module)) if module else loader.DEMO_LOCK
 
 
 def partition_start() -> str:
@@ -80,18 +114,16 @@ def lake(uri: str | None = None) -> Lake:
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled(defs_dir: str | None) -> Compiled:
+def _compiled(defs_dir: str | None, defs_module: str | None) -> Compiled:
     if defs_dir:
         return Compiled(read_compiled(defs_dir))
-    from signal_defs import REGISTRY
-
-    return Compiled(compile_definitions(REGISTRY))
+    return Compiled(compile_definitions(registry()))
 
 
 def load_compiled() -> Compiled:
-    """The compiled definitions, loaded once per process: ``SEQ_DEFS_DIR`` when set, else the
-    definitions of this repository compiled in memory."""
-    return _compiled(defs_dir())
+    """The compiled definitions, loaded once per process: the folder ``SEQ_DEFS_DIR`` when set, else
+    :func:`registry` (``SEQ_DEFS_MODULE`` or the demo) compiled in memory."""
+    return _compiled(defs_dir(), defs_module())
 
 
 def landing(uri: str | None = None) -> Landing:

@@ -1,4 +1,8 @@
-"""``seqctl defs validate|compile|diff``: check, compile and compare the definitions."""
+"""``seqctl defs validate|compile|diff|new``: check, compile, compare and start definitions.
+
+They work on the definitions of ``SEQ_DEFS_MODULE`` (a module of your own whose ``REGISTRY`` holds
+them, its version lock ``versions.lock.json`` beside it), or on the shipped demo when it is unset.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,23 @@ import json
 import sys
 from pathlib import Path
 
+from seq_assets import settings
 from seq_assets.core import executors  # noqa: F401  (validation knows the registered executors)
-
-DEFAULT_LOCK = Path(__file__).resolve().parents[2] / "signal_defs" / "versions.lock.json"
 
 
 def cmd_defs_validate(args) -> int:
-    from signal_defs import REGISTRY
     from signal_defs.validate import validate
 
-    validate(REGISTRY)
+    registry = settings.registry()
+    validate(registry)
     kinds: dict[str, int] = {}
-    for d in REGISTRY.definitions:
+    for d in registry.definitions:
         kinds[d.kind] = kinds.get(d.kind, 0) + 1
     print("definitions are valid: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
     return 0
 
 
 def cmd_defs_compile(args) -> int:
-    from signal_defs import REGISTRY
     from signal_defs.compile import (
         check_version_lock,
         compile_registry,
@@ -32,8 +34,8 @@ def cmd_defs_compile(args) -> int:
         write_compiled,
     )
 
-    compiled = compile_registry(REGISTRY)
-    lock_path = Path(args.lock)
+    compiled = compile_registry(settings.registry())
+    lock_path = Path(args.lock) if args.lock else settings.defs_lock()
     lock = json.loads(lock_path.read_text()) if lock_path.exists() else {}
     problems = check_version_lock(compiled, lock)
     if problems:
@@ -50,23 +52,37 @@ def cmd_defs_compile(args) -> int:
 
 
 def cmd_defs_diff(args) -> int:
-    from signal_defs.compile import diff_compiled, read_compiled
+    from signal_defs.compile import compile_registry, diff_compiled, read_compiled
 
-    lines = diff_compiled(read_compiled(args.old), read_compiled(args.new))
+    new = read_compiled(args.new) if args.new else compile_registry(settings.registry())
+    lines = diff_compiled(read_compiled(args.old), json.loads(json.dumps(new)))
     print("\n".join(lines) if lines else "no changes")
     return 0
 
 
+def cmd_defs_new(args) -> int:
+    from signal_defs import templates
+
+    print(templates.template(args.kind, args.name), end="")
+    return 0
+
+
 def add_defs_commands(sub) -> None:
-    defs = sub.add_parser("defs", help="validate, compile and diff sequence definitions")
+    defs = sub.add_parser("defs", help="validate, compile, diff and start sequence definitions "
+                                       "(SEQ_DEFS_MODULE's REGISTRY, or the demo)")
     dsub = defs.add_subparsers(dest="defs_command", required=True)
     dsub.add_parser("validate", help="check every definition; exit 2 naming each bad field").set_defaults(fn=cmd_defs_validate)
     c = dsub.add_parser("compile", help="compile definitions to portable JSON")
     c.add_argument("--out", required=True, help="output folder (one JSON file per definition plus index.json)")
-    c.add_argument("--lock", default=str(DEFAULT_LOCK), help="production version lock file")
+    c.add_argument("--lock", help="production version lock file (default: versions.lock.json beside the "
+                                  "SEQ_DEFS_MODULE file, or signal_defs/versions.lock.json for the demo)")
     c.add_argument("--no-lock-update", action="store_true", help="check against the lock but do not add to it")
     c.set_defaults(fn=cmd_defs_compile)
     d = dsub.add_parser("diff", help="readable diff of two compiled folders")
     d.add_argument("old")
-    d.add_argument("new")
+    d.add_argument("new", nargs="?", help="a compiled folder (default: the current definitions, compiled in memory)")
     d.set_defaults(fn=cmd_defs_diff)
+    n = dsub.add_parser("new", help="print a definition to fill in, every parameter commented")
+    n.add_argument("kind", choices=("source", "event-type", "feature"))
+    n.add_argument("name", help="lower_snake_case name of the new definition")
+    n.set_defaults(fn=cmd_defs_new)
