@@ -1,5 +1,6 @@
-"""``seqctl``: the command line. One module per command group: ``defs``, ``batch`` (demo data and
-materialize), ``stream`` (broker and produce), ``serve`` and ``analysis`` (sql, show, report, compare)."""
+"""``seqctl``: the command line. One module per command group: ``defs``, ``project`` (init),
+``batch`` (demo data and materialize), ``stream`` (broker and produce), ``serve`` and ``analysis``
+(sql, show, report, compare)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ def build_parser() -> argparse.ArgumentParser:
     from seq_assets.cli.analysis import add_analysis_commands
     from seq_assets.cli.batch import add_batch_commands
     from seq_assets.cli.defs import add_defs_commands
+    from seq_assets.cli.project import add_init_command
     from seq_assets.cli.serve import add_serve_command
     from seq_assets.cli.stream import add_broker_commands
 
     p = argparse.ArgumentParser(prog="seqctl", description="User-sequence platform command line.")
     sub = p.add_subparsers(dest="command", required=True)
-    add_defs_commands(sub)  # seqctl defs validate|compile|diff
+    add_defs_commands(sub)  # seqctl defs validate|compile|diff|new
+    add_init_command(sub)  # seqctl init DIR
     add_batch_commands(sub)  # seqctl demo-data, seqctl materialize
     add_broker_commands(sub)  # seqctl broker, seqctl produce
     add_serve_command(sub)  # seqctl serve
