@@ -289,3 +289,24 @@ def test_adding_an_enrichment_no_feature_reads_keeps_the_production_versions(tmp
     problems = check_version_lock(compile_registry(registry((demo.pin_click, richer), add=(other,))),
                                   json.loads(lock.read_text()))
     assert problems == []
+
+
+def test_the_shipped_lock_holds_for_the_shipped_definitions():
+    """New source settings at their defaults leave every locked output hash as it was."""
+    lock = json.loads((REPO / "signal_defs" / "versions.lock.json").read_text())
+    compiled = compile_registry(signal_defs.REGISTRY)
+    assert check_version_lock(compiled, lock) == []
+    assert updated_lock(compiled, {}) == lock
+    source = compiled["source.user_engagements"]
+    assert (source["time_unit"], source["event_id_from"], source["retention_days"]) == ("ms", [], 400)
+
+
+def test_source_settings_that_change_rows_change_the_output_hash():
+    lock = updated_lock(compile_registry(registry()), {})
+    for change in ({"time_unit": "s"}, {"user_field": "item_id"}):
+        changed = replace(demo.user_engagements, **change)
+        problems = check_version_lock(compile_registry(registry((demo.user_engagements, changed))), lock)
+        assert len(problems) == 2, change
+    # How long raw/ keeps a day does not change any sequence.
+    kept = replace(demo.user_engagements, retention_days=30)
+    assert check_version_lock(compile_registry(registry((demo.user_engagements, kept))), lock) == []

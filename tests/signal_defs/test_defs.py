@@ -11,7 +11,7 @@ import pytest
 import signal_defs
 from signal_defs import demo
 from signal_defs.compile import compile_registry
-from signal_defs.model import CounterEnrichment, Lifecycle, Registry, Stage, col
+from signal_defs.model import CounterEnrichment, Lifecycle, Ordering, Registry, Stage, col
 from signal_defs.validate import DefinitionError, DefinitionErrors, validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,3 +174,97 @@ def test_definition_errors_are_value_errors_with_parts():
     errors = refusal(registry((demo.saves_v1, replace(demo.saves_v1, max_length=-1))))
     e = assert_names(errors, "saves", "max_length")
     assert isinstance(e, ValueError) and e.message and str(e).startswith(e.obj)
+
+
+# ---- sources: identity, time and retention ------------------------------------------------------
+
+
+@pytest.mark.parametrize("attr", ["event_id_field", "user_field", "time_field"])
+def test_source_identity_fields_must_be_in_the_schema(attr):
+    bad = replace(demo.user_engagements, **{attr: "member"})
+    errors = refusal(registry((demo.user_engagements, bad)))
+    assert_names(errors, "user_engagements", attr, "member", "schema")
+
+
+@pytest.mark.parametrize("unit", ["ns", "msec", "", "MS"])
+def test_source_time_unit_is_ms_s_or_us(unit):
+    bad = replace(demo.user_engagements, time_unit=unit)
+    errors = refusal(registry((demo.user_engagements, bad)))
+    assert_names(errors, "user_engagements", "time_unit", repr(unit), "ms")
+
+
+@pytest.mark.parametrize("unit", ["ms", "s", "us"])
+def test_source_time_units_accepted(unit):
+    assert validate(registry((demo.user_engagements, replace(demo.user_engagements, time_unit=unit)))) is None
+
+
+@pytest.mark.parametrize("days", [0, -1])
+def test_source_retention_days_must_be_positive(days):
+    bad = replace(demo.user_engagements, retention_days=days)
+    errors = refusal(registry((demo.user_engagements, bad)))
+    assert_names(errors, "user_engagements", "retention_days", str(days))
+
+
+def test_two_sources_may_not_share_a_topic():
+    twin = replace(demo.user_engagements, name="engagements_copy", batch_location="engagements_copy")
+    errors = refusal(registry(add=(twin,)))
+    assert_names(errors, "engagements_copy", "topic", "user_engagements")
+    assert validate(registry(add=(replace(twin, topic="engagements_copy"),))) is None
+
+
+def test_event_id_from_fields_must_be_in_the_schema():
+    bad = replace(demo.user_engagements, event_id_from=("user_id", "pin_id"))
+    errors = refusal(registry((demo.user_engagements, bad)))
+    assert_names(errors, "user_engagements", "event_id_from", "pin_id")
+
+
+def test_a_derived_event_id_need_not_be_in_the_schema():
+    """Records without an id: the id is derived from event_id_from and event types keep it by name."""
+    schema = {k: v for k, v in demo.user_engagements.schema.items() if k != "event_id"}
+    derived = replace(demo.user_engagements, schema=schema, event_id_from=("user_id", "item_id", "ts", "action"),
+                      required=tuple(r for r in demo.user_engagements.required if r != "event_id"))
+    reg = registry((demo.user_engagements, derived))
+    assert validate(reg) is None
+    compiled = compile_registry(reg)
+    assert compiled["source.user_engagements"]["event_id_from"] == ["user_id", "item_id", "ts", "action"]
+    # Without event_id_from the missing id is refused.
+    errors = refusal(registry((demo.user_engagements, replace(derived, event_id_from=()))))
+    assert_names(errors, "user_engagements", "event_id_field", "event_id")
+
+
+# ---- features: fields, ordering and dedup produced by the event types --------------------------
+
+
+@pytest.mark.parametrize("attr, ordering", [
+    ("ordering.by", Ordering(by="item_popularity")),
+    ("ordering.tie_break", Ordering(tie_break="item_popularity")),
+])
+def test_ordering_field_must_be_produced_by_the_event_types(attr, ordering):
+    # item_popularity is one of the feature's fields, but joined when served: no event type writes it.
+    bad = replace(demo.engagements_v1, ordering=ordering)
+    errors = refusal(registry((demo.engagements_v1, bad)))
+    assert_names(errors, "engagements", attr, "item_popularity", "not produced", "pin_click", "pin_closeup")
+
+
+def test_dedup_key_must_be_produced_by_the_event_types():
+    bad = replace(demo.saves_v1, dedup_key=("item_popularity",))
+    errors = refusal(registry((demo.saves_v1, bad)))
+    assert_names(errors, "saves", "dedup_key", "item_popularity", "not produced", "pin_save")
+
+
+def test_dedup_key_and_ordering_unknown_everywhere_are_refused_by_name():
+    bad = replace(demo.saves_v1, dedup_key=("board_id",), ordering=Ordering(by="saved_at", tie_break="board_id"))
+    errors = refusal(registry((demo.saves_v1, bad)))
+    assert_names(errors, "saves", "dedup_key", "board_id", "not produced")
+    assert_names(errors, "saves", "ordering.by", "saved_at", "not produced")
+    assert_names(errors, "saves", "ordering.tie_break", "board_id", "feature's fields")
+
+
+def test_feature_field_from_another_event_types_enrichment_is_refused():
+    # item_category is written by the demo's event types; an event type without that enrichment
+    # does not produce it, and the feature reading it over both is refused for the bare one.
+    bare = replace(demo.pin_click, name="pin_click_bare", enrichments=())
+    feature = replace(demo.saves_v1, event_types=("pin_save", "pin_click_bare"), fields=("event_id", "ts", "item_category"))
+    errors = refusal(registry((demo.saves_v1, feature), add=(bare,)))
+    assert_names(errors, "saves", "fields", "item_category", "pin_click_bare")
+    assert all("pin_save" not in e.message for e in errors.errors if e.field == "fields")
