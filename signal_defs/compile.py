@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from signal_defs.model import Col, Pred, Registry, Source
+from signal_defs.model import Col, Pred, Registry, Source, event_fields
 from signal_defs.validate import DefinitionError, validate
 
 FORMAT_VERSION = 1
@@ -65,8 +65,11 @@ def compile_registry(registry: Registry) -> dict[str, dict]:
     """Validate then compile every definition; returns ``{definition id: compiled dict}``."""
     validate(registry)
     compiled: dict[str, dict] = {}
+    sources = {d.name: d for d in registry.of_kind("source")}
     for d in registry.definitions:
         body = _plain(d)
+        if d.kind == "event_type":
+            body["fields"] = list(event_fields(d, sources[d.source]))
         body["hash"] = content_hash(body)
         compiled[definition_id(body)] = body
     by_name = {(c["kind"], c["name"]): c for c in compiled.values() if c["kind"] != "feature"}

@@ -85,37 +85,22 @@ item_popularity = LookupEnrichment(
 # ---- event types ----------------------------------------------------------------------------
 
 _human = ~col("is_bot").is_true()
-_INDEX_ENRICHMENTS = ("item_embedding", "item_category", "user_item_count_30d")
-
-pin_click = EventType(
-    name="pin_click",
+# What the three engagement event types share: their source, the fields each event keeps, the
+# index-time enrichments, two-year retention and a three-day late-arrival horizon.
+_ENGAGEMENT = dict(
     source="user_engagements",
-    filter=(col("action") == "click") & _human,
-    enrichments=_INDEX_ENRICHMENTS,
+    fields=("event_id", "user_id", "ts", "action", "item_id", "surface", "device", "country", "dwell_ms"),
+    enrichments=("item_embedding", "item_category", "user_item_count_30d"),
     retention_days=400,
     late_arrival_days=3,
-    description="A click through to the pin's link.",
 )
 
-pin_save = EventType(
-    name="pin_save",
-    source="user_engagements",
-    filter=(col("action") == "save") & _human,
-    enrichments=_INDEX_ENRICHMENTS,
-    retention_days=400,
-    late_arrival_days=3,
-    description="A save of the pin to a board.",
-)
-
-pin_closeup = EventType(
-    name="pin_closeup",
-    source="user_engagements",
-    filter=(col("action") == "closeup") & (col("dwell_ms") >= 1000) & _human,
-    enrichments=_INDEX_ENRICHMENTS,
-    retention_days=400,
-    late_arrival_days=3,
-    description="A close-up view of the pin held for at least one second.",
-)
+pin_click = EventType(name="pin_click", filter=(col("action") == "click") & _human,
+                      description="A click through to the pin's link.", **_ENGAGEMENT)
+pin_save = EventType(name="pin_save", filter=(col("action") == "save") & _human,
+                     description="A save of the pin to a board.", **_ENGAGEMENT)
+pin_closeup = EventType(name="pin_closeup", filter=(col("action") == "closeup") & (col("dwell_ms") >= 1000) & _human,
+                        description="A close-up view of the pin held for at least one second.", **_ENGAGEMENT)
 
 # ---- features -------------------------------------------------------------------------------
 

@@ -204,12 +204,19 @@ class EventType:
     enrichments: tuple[str, ...] = ()
     retention_days: int = 400
     late_arrival_days: int = 3
-    fields: tuple[str, ...] = (
-        "event_id", "user_id", "ts", "action", "item_id", "surface", "device", "country", "dwell_ms",
-    )
+    fields: tuple[str, ...] = ()  # the source fields kept on each event; empty: every field of the source
     executor: str = "standard"
     description: str = ""
     kind: str = field(default="event_type", init=False)
+
+
+def event_fields(event_type: "EventType", source: "Source") -> tuple[str, ...]:
+    """The fields an event type keeps: the ones it names, else every field of its source's schema
+    (with the derived event id when the source has none of its own)."""
+    if event_type.fields:
+        return tuple(event_type.fields)
+    derived = (source.event_id_field,) if source.event_id_from and source.event_id_field not in source.schema else ()
+    return (*derived, *source.schema)
 
 
 @dataclass(frozen=True)

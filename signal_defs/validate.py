@@ -19,6 +19,7 @@ from signal_defs.model import (
     SequenceFeature,
     Source,
     Stage,
+    event_fields,
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -209,13 +210,14 @@ def _check_event_type(et: EventType, sources, enrichments, executors, err) -> di
     if src.event_id_from:
         kept.setdefault(src.event_id_field, "string")  # the derived id
     out: dict[str, str] = {}
-    for f in et.fields:
+    fields = event_fields(et, src)
+    for f in fields:
         if f not in kept:
             err(label, "fields", f"unknown field {f!r} of source {et.source!r}")
         else:
             out[f] = kept[f]
     for required in (src.event_id_field, src.user_field, src.time_field):
-        if required not in et.fields:
+        if required not in fields:
             err(label, "fields", f"must keep {required!r}")
     out.update({k: v for k, v in ENGINE_FIELDS.items()})
     for name in et.enrichments:
