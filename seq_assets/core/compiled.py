@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+
+from seq_assets.core.kernel import EVENT_TYPE, USER
 from signal_defs.compile import enrichment_columns
 
 _SCALARS = {
@@ -64,6 +66,10 @@ class Compiled:
             raise KeyError(f"unknown feature {name!r} (known: {', '.join(sorted(self.features))})")
         return max(versions, key=lambda f: f["version"])
 
+    def source_of(self, feature: dict) -> dict:
+        """The source of the feature's events (that of its first event type)."""
+        return self.sources[self.event_types[feature["event_types"][0]]["source"]]
+
     def event_types_of(self, source: str) -> list[dict]:
         return [et for et in self.event_types.values() if et["source"] == source]
 
@@ -78,7 +84,7 @@ class Compiled:
         et = self.event_types[event_type]
         src = self.sources[et["source"]]["schema"]
         cols: dict[str, Any] = {f: polars_type(src[f]) for f in et["fields"]}
-        cols["event_type"] = pl.String
+        cols[EVENT_TYPE] = pl.String
         for name in et["enrichments"]:
             e = self.enrichments[name]
             for c in enrichment_columns(e):
@@ -114,7 +120,7 @@ class Compiled:
 
     def sequence_schema(self, feature: dict) -> dict[str, pl.DataType]:
         ets = [self.event_schema(et) for et in feature["event_types"]]
-        cols: dict[str, Any] = {"user_id": pl.Int64}
+        cols: dict[str, Any] = {USER: pl.Int64}
         for f in self.stored_fields(feature):
             cols[f] = pl.List(next(s[f] for s in ets if f in s))
         cols["date"] = pl.Date

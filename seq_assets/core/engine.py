@@ -18,7 +18,12 @@ from seq_assets.core.compiled import Compiled, polars_type
 from seq_assets.core.days import days_between, end_of_day_ms
 from seq_assets.core.decode import Decoded, decode_records
 from seq_assets.core.executors import EXECUTORS
-from seq_assets.core.kernel import assemble_sequences, extend_sequences, extendable
+from seq_assets.core.kernel import (
+    assemble_sequences,
+    extend_sequences,
+    extendable,
+    rule_columns,
+)
 
 if TYPE_CHECKING:  # the engine is handed its lake and landing area; core imports no storage
     from seq_assets.storage.lake import Lake, WriteInfo
@@ -332,9 +337,8 @@ class Engine:
         schema = self.compiled.sequence_schema(feature)
         end_ms = end_of_day_ms(day)
         first_day = day - timedelta(days=feature["window_days"] - 1)
-        cols = sorted({"user_id", "event_type", feature["ordering"]["by"], feature["ordering"]["tie_break"],
-                       *feature["dedup_key"], *fields})
-        src = self.compiled.sources[self.compiled.event_types[feature["event_types"][0]]["source"]]
+        cols = rule_columns(feature, fields)
+        src = self.compiled.source_of(feature)
         extend = (previous is not None and previous.day == day - timedelta(days=1)
                   and extendable(feature, fields, src["event_id_field"], src["time_field"]))
         scans, files = [], {}

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from seq_assets.core.compiled import Compiled
-from seq_assets.core.days import DAY_MS, end_of_day_ms
+from seq_assets.core.days import end_of_day_ms
+from seq_assets.core.kernel import window_bounds
 from seq_assets.core.predicates import to_expr
 
 if TYPE_CHECKING:  # handed a lake; core imports no storage
@@ -103,8 +104,7 @@ def sequence_invariants(feature: dict, seqs: pl.DataFrame, day: date) -> Outcome
     if seqs.is_empty():
         return Outcome(True, "no sequences", {"users": 0})
     o = feature["ordering"]
-    end = end_of_day_ms(day)
-    start = end - feature["window_days"] * DAY_MS
+    start, end = window_bounds(feature, end_of_day_ms(day))
     flat = seqs.select("user_id", pl.col(o["by"]).alias("_t"), pl.col(o["tie_break"]).alias("_k")).explode(["_t", "_k"])
     flat = flat.drop_nulls("_t").with_row_index("_i")
     prev_t = pl.col("_t").shift(1).over("user_id", order_by="_i")
