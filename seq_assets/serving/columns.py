@@ -17,7 +17,7 @@ class Events:
     valid: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return len(self.cols["ts"]) if "ts" in self.cols else 0
+        return len(next(iter(self.cols.values()))) if self.cols else 0
 
     def take(self, idx: np.ndarray | slice) -> "Events":
         return Events({k: v[idx] for k, v in self.cols.items()}, {k: v[idx] for k, v in self.valid.items()})

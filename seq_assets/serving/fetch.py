@@ -14,6 +14,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from seq_assets.core import kernel
 from seq_assets.core.compiled import Compiled
 from seq_assets.serving.columns import (
     Events,
@@ -47,12 +48,12 @@ class Snapshot:
         # alive at once, never those of every field (embeddings dominate the peak memory).
         # Every read goes through the same table version ``t``, so the columns line up row for row.
         part = pl.scan_delta(t).filter(pl.col("date") == day)
-        keys = part.select("user_id", fields[0]).collect().with_row_index("_row")
-        keys = keys.sort("user_id")
+        keys = part.select(kernel.USER, fields[0]).collect().with_row_index("_row")
+        keys = keys.sort(kernel.USER)
         order = keys.get_column("_row")
         lengths = keys.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        user_ids = keys.get_column("user_id").to_numpy()
+        user_ids = keys.get_column(kernel.USER).to_numpy()
         del keys
         cols, valid = {}, {}
         for f in fields:
@@ -78,10 +79,20 @@ class Snapshot:
 
 
 class FreshEvents:
-    """Events indexed after the snapshot day, per user, newest first, one row per event id."""
+    """Events indexed after the snapshot day, per user, in sequence order.
 
-    def __init__(self, fields: list[str], widths: dict[str, int] | None = None):
-        self.fields, self.widths = fields, widths
+    An event that arrives twice (from ``events/`` and from the stream tail) is kept once: rows equal
+    in the event id and the feature's order columns are copies the rules cannot tell apart. Copies
+    that differ there are kept, and the filter stage dedups them by the feature's rule.
+    """
+
+    def __init__(self, feature: dict, fields: list[str], event_id: str, time: str,
+                 widths: dict[str, int] | None = None, user: str = kernel.USER):
+        """``event_id`` and ``time`` name the source's event id and event time columns."""
+        self.feature, self.fields, self.widths, self.user = feature, fields, widths, user
+        self.event_id, self.time = event_id, time
+        o = feature["ordering"]
+        self.copy_key = list(dict.fromkeys([event_id, o["by"], o["tie_break"]]))
         self.frame: pl.DataFrame | None = None
         self.by_user: dict[int, Events] = {}
         self.newest_ts: int | None = None
@@ -90,20 +101,21 @@ class FreshEvents:
         """Add events (any users); returns how many were new."""
         if df.is_empty():
             return 0
-        df = df.select("user_id", *self.fields)
+        user = self.user
+        df = df.select(user, *self.fields)
         before = 0 if self.frame is None else self.frame.height
         merged = df if self.frame is None else pl.concat([self.frame, df], how="vertical_relaxed")
-        merged = merged.unique(subset=["event_id"], keep="first", maintain_order=True)
+        merged = merged.unique(subset=self.copy_key, keep="first", maintain_order=True)
         added = merged.height - before
         if added == 0:
             return 0
         self.frame = merged
-        touched = df.get_column("user_id").unique()
-        part = merged.filter(pl.col("user_id").is_in(touched.implode())).sort(
-            ["user_id", "ts", "event_id"], descending=[False, True, False])
-        for (uid,), g in part.group_by("user_id", maintain_order=True):
+        touched = df.get_column(user).unique()
+        keys, desc = kernel.order_keys(self.feature, user)
+        part = merged.filter(pl.col(user).is_in(touched.implode())).sort(keys, descending=desc)
+        for (uid,), g in part.group_by(user, maintain_order=True):
             self.by_user[int(uid)] = frame_to_events(g, self.fields, self.widths)
-        ts_max = int(df.get_column("ts").max())
+        ts_max = int(df.get_column(self.time).max())
         self.newest_ts = ts_max if self.newest_ts is None else max(self.newest_ts, ts_max)
         return added
 
@@ -111,8 +123,8 @@ class FreshEvents:
         """Forget events a newer snapshot now holds; late events it does not hold yet stay."""
         if self.frame is None or snapshot.day is None:
             return
-        held = pl.Series("event_id", snapshot.events.cols["event_id"], dtype=pl.String)
-        keep = self.frame.filter(~pl.col("event_id").is_in(held.implode()))
+        held = pl.Series(self.event_id, snapshot.events.cols[self.event_id], dtype=pl.String)
+        keep = self.frame.filter(~pl.col(self.event_id).is_in(held.implode()))
         self.frame, self.by_user, self.newest_ts = None, {}, None
         self.add(keep)
 
@@ -130,7 +142,8 @@ class FeatureStore:
         schema = compiled.sequence_schema(self.feature)
         self.widths = list_widths(compiled)  # an all-null embedding slice still has the declared width
         self.snapshot = Snapshot.empty(self.fields, schema, self.widths)
-        self.fresh = FreshEvents(self.fields, self.widths)
+        src = compiled.source_of(self.feature)
+        self.fresh = FreshEvents(self.feature, self.fields, src["event_id_field"], src["time_field"], self.widths)
         self.lock = threading.Lock()
 
     def load_snapshot(self, day: date) -> None:
@@ -141,7 +154,7 @@ class FeatureStore:
 
     def add_fresh(self, events: pl.DataFrame) -> int:
         """Add indexed events of any event type; those of other features are ignored."""
-        events = events.filter(pl.col("event_type").is_in(self.feature["event_types"]))
+        events = events.filter(kernel.in_scope(self.feature))
         with self.lock:
             return self.fresh.add(events)
 

@@ -1,51 +1,25 @@
-"""Stage 2, filter: merge fresh events into the snapshot slice, dedup, window and event types.
-
-The ordering is the one the batch path uses (``seq_assets.sequences.order_events``): event time
-newest first, ties broken by the tie-break field ascending, duplicates keep the newest copy.
-"""
+"""Stage 2, filter: merge fresh events into the snapshot slice, then the feature's event types,
+window, order and dedup, all by the rules of :mod:`seq_assets.core.kernel` (its numpy form)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from seq_assets.core.days import DAY_MS
+from seq_assets.core import kernel
 from seq_assets.serving.columns import Events
 
 
-def order_and_dedup(events: Events, feature: dict) -> Events:
-    o = feature["ordering"]
-    ts, tie = events.cols[o["by"]], events.cols[o["tie_break"]]
-    # lexsort: last key is primary. Newest first, then tie-break ascending.
-    order = np.lexsort((tie, -ts if o["descending"] else ts))
-    events = events.take(order)
-    keys = feature["dedup_key"]
-    if len(keys) == 1:
-        _, first = np.unique(events.cols[keys[0]], return_index=True)
-    else:
-        stacked = np.rec.fromarrays([events.cols[k] for k in keys])
-        _, first = np.unique(stacked, return_index=True)
-    if len(first) == len(events):
-        return events
-    return events.take(np.sort(first))
-
-
 def apply(snapshot: Events, fresh: Events | None, feature: dict, start_ms: int, end_ms: int | None) -> Events:
-    """Events of the feature's types with ``start_ms <= ts < end_ms`` (no upper bound if None)."""
-    events = snapshot if fresh is None or not len(fresh) else order_and_dedup(Events.concat([fresh, snapshot]), feature)
-    ts = events.cols["ts"]
-    # Rows are newest first, so the window is a contiguous run: two binary searches on -ts.
-    neg = -ts
-    lo = 0 if end_ms is None else int(np.searchsorted(neg, -end_ms, side="right"))
-    hi = int(np.searchsorted(neg, -start_ms, side="right"))
-    if lo != 0 or hi != len(events):
-        events = events.take(slice(lo, hi))
-    if fresh is not None:
-        keep = np.isin(events.cols["event_type"], feature["event_types"])
-        if not keep.all():
-            events = events.take(keep)
-    return events
+    """The user's events that count in ``start_ms <= by < end_ms`` (no upper bound if None), in
+    sequence order, deduplicated; the first N are taken by the size stage."""
+    if fresh is None or not len(fresh):
+        # A snapshot slice is a built sequence, already in order: its window is a contiguous run.
+        part = kernel.window_slice(feature, snapshot.cols, start_ms, end_ms)
+        return snapshot if part.start == 0 and part.stop == len(snapshot) else snapshot.take(part)
+    events = Events.concat([fresh, snapshot])
+    return events.take(kernel.sequence_rows(feature, events.cols, start_ms, end_ms))
 
 
 def window_start(feature: dict, now_ms: int, since_ms: int | None) -> int:
-    start = now_ms - feature["window_days"] * DAY_MS
+    """Where a request's window starts: the feature's window back from ``now_ms``, or ``since_ms``
+    when that is later."""
+    start, _ = kernel.window_bounds(feature, now_ms)
     return start if since_ms is None else max(start, since_ms)
