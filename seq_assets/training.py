@@ -10,8 +10,9 @@ from datetime import date, datetime, timezone
 
 import polars as pl
 
+from seq_assets.core import kernel
 from seq_assets.core.compiled import Compiled
-from seq_assets.core.days import DAY_MS, day_of_ms
+from seq_assets.core.days import day_of_ms
 from seq_assets import settings
 from seq_assets.storage.lake import Lake
 
@@ -40,11 +41,12 @@ def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] 
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} of {table}; stored fields: {stored}")
     lake = lake or settings.lake()
-    lf = lake.scan("sequences", table, days=[_as_day(as_of)], columns=["user_id", "date", *fields])
+    cols = [kernel.USER, "date", *fields]
+    lf = lake.scan("sequences", table, days=[_as_day(as_of)], columns=cols)
     if lf is None:
-        return pl.DataFrame(schema={k: v for k, v in compiled.sequence_schema(f).items() if k in ("user_id", "date", *fields)})
+        return pl.DataFrame(schema={k: v for k, v in compiled.sequence_schema(f).items() if k in cols})
     if users is not None:
-        lf = lf.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64).implode()))
+        lf = lf.filter(pl.col(kernel.USER).is_in(pl.Series(users, dtype=pl.Int64).implode()))
     return lf.collect()
 
 
@@ -57,45 +59,48 @@ def point_in_time_sequences(feature: str, labels: pl.DataFrame, fields: list[str
     label never sees its own or any later event. One sort of the events and two as-of lookups find,
     for every label, the slice of that user's history it sees: O(events + labels) after the sort,
     never a join per label. Returns the labels' columns plus one list column per field.
+
+    The sequence rules are the kernel's (:mod:`seq_assets.core.kernel`); copies of a dedup key are
+    dropped once over the events read, not per label, which is exact for keys whose copies are one
+    event at one time, such as event ids.
     """
     compiled = compiled or settings.load_compiled()
     f = compiled.feature(feature)
     fields = list(fields) if fields is not None else compiled.stored_fields(f)
-    o = f["ordering"]
-    ts, tie = o["by"], o["tie_break"]
-    window_ms = f["window_days"] * DAY_MS
-    labels = labels.with_columns(pl.col("user_id").cast(pl.Int64), pl.col("request_ts").cast(pl.Int64))
+    user, ts = kernel.USER, f["ordering"]["by"]
+    labels = labels.with_columns(pl.col(user).cast(pl.Int64), pl.col("request_ts").cast(pl.Int64))
     if events is None:
-        events = _events_for_labels(compiled, f, labels, sorted({"user_id", "event_type", ts, tie, *f["dedup_key"], *fields}),
-                                    lake or settings.lake())
-    events = events.filter(pl.col("event_type").is_in(f["event_types"]))
-    if list(f["dedup_key"]) != ["event_id"] or events.get_column("event_id").n_unique() != events.height:
-        # Dedup on the key keeping the newest copy, exactly like the batch path.
-        events = events.sort(["user_id", ts, tie], descending=[False, True, False]).unique(
-            subset=["user_id", *f["dedup_key"]], keep="first", maintain_order=True)
-    # Oldest first, and on equal times the larger tie-break first, so that reading a slice backwards
-    # gives newest first with the tie-break ascending, as the batch path orders it.
-    ev = events.sort(["user_id", ts, tie], descending=[False, False, True]).with_row_index("_pos").with_columns(pl.col("_pos").cast(pl.Int64))
-    anchors = ev.select("user_id", pl.col(ts).alias("_t"), "_pos")
-    lab = labels.with_row_index("_label").with_columns((pl.col("request_ts") - window_ms).alias("_start"))
+        events = _events_for_labels(compiled, f, labels, kernel.rule_columns(f, fields), lake or settings.lake())
+    # The window is per label, so only the event types are checked here; copies are dropped once.
+    events = kernel.drop_copies(f, events.filter(kernel.in_scope(f)))
+    # Each user's events in time order: a slice of it, read backwards for a newest-first feature
+    # and forwards for an oldest-first one, is that label's sequence in the kernel's order.
+    keys, desc, backwards = kernel.scan_order(f)
+    ev = events.sort(keys, descending=desc).with_row_index("_pos").with_columns(pl.col("_pos").cast(pl.Int64))
+    anchors = ev.select(user, pl.col(ts).alias("_t"), "_pos")
+    start, _ = kernel.window_bounds(f, pl.col("request_ts"))
+    lab = labels.with_row_index("_label").with_columns(start.alias("_start"))
 
     def last_pos_before(col: str) -> pl.Series:
-        j = lab.sort(col).join_asof(anchors, left_on=col, right_on="_t", by="user_id", strategy="backward",
+        j = lab.sort(col).join_asof(anchors, left_on=col, right_on="_t", by=user, strategy="backward",
                                     allow_exact_matches=False, check_sortedness=False)
         return j.sort("_label").get_column("_pos")
 
     hi = last_pos_before("request_ts")  # newest event strictly before the request
     lo_excl = last_pos_before("_start")  # newest event strictly before the window opens
-    first = ev.group_by("user_id").agg(pl.col("_pos").min().alias("_first"))
-    lab = lab.with_columns(hi.alias("_hi"), lo_excl.alias("_lo_excl")).join(first, on="user_id", how="left")
-    lab = lab.with_columns(
-        pl.max_horizontal(pl.coalesce(pl.col("_lo_excl") + 1, pl.col("_first")), pl.col("_hi") - f["max_length"] + 1).alias("_lo")
-    )
+    first = ev.group_by(user).agg(pl.col("_pos").min().alias("_first"))
+    lab = lab.with_columns(hi.alias("_hi"), lo_excl.alias("_lo_excl")).join(first, on=user, how="left")
+    n, lo_in = f["max_length"], pl.coalesce(pl.col("_lo_excl") + 1, pl.col("_first"))
+    if backwards:  # the N newest of the slice, from _hi down
+        lab = lab.with_columns(pl.max_horizontal(lo_in, pl.col("_hi") - n + 1).alias("_lo"))
+        rng = pl.int_ranges(pl.col("_hi").cast(pl.Int64), pl.col("_lo").cast(pl.Int64) - 1, -1, dtype=pl.Int64)
+    else:  # the N oldest of the slice, from its first up
+        lab = lab.with_columns(lo_in.alias("_lo"), pl.min_horizontal(pl.col("_hi"), lo_in + n - 1).alias("_top"))
+        rng = pl.int_ranges(pl.col("_lo").cast(pl.Int64), pl.col("_top").cast(pl.Int64) + 1, 1, dtype=pl.Int64)
     idx = lab.select(
         "_label",
         pl.when(pl.col("_hi").is_not_null() & (pl.col("_hi") >= pl.col("_lo")))
-        .then(pl.int_ranges(pl.col("_hi").cast(pl.Int64), pl.col("_lo").cast(pl.Int64) - 1, -1, dtype=pl.Int64))
-        .otherwise(pl.lit([], dtype=pl.List(pl.Int64))).alias("_idx"),
+        .then(rng).otherwise(pl.lit([], dtype=pl.List(pl.Int64))).alias("_idx"),
     ).explode("_idx", empty_as_null=False)
     picked = idx.filter(pl.col("_idx").is_not_null()).join(ev.select("_pos", *fields), left_on="_idx", right_on="_pos", how="left", maintain_order="left")
     seqs = picked.group_by("_label", maintain_order=True).agg([pl.col(x) for x in fields])
@@ -110,15 +115,15 @@ def _events_for_labels(compiled: Compiled, f: dict, labels: pl.DataFrame, cols: 
     if labels.is_empty():
         start = end = date(1970, 1, 1)
     else:
-        lo = int(labels.get_column("request_ts").min()) - f["window_days"] * DAY_MS
+        lo, _ = kernel.window_bounds(f, int(labels.get_column("request_ts").min()))
         hi = int(labels.get_column("request_ts").max())
         start, end = day_of_ms(lo), day_of_ms(hi)
-    users = labels.get_column("user_id").unique().implode()
+    users = labels.get_column(kernel.USER).unique().implode()
     frames = []
     for et in f["event_types"]:
         lf = lake.scan("events", et, start=start, end=end, columns=cols)
         if lf is not None:
-            frames.append(lf.filter(pl.col("user_id").is_in(users)))
+            frames.append(lf.filter(pl.col(kernel.USER).is_in(users)))
     if not frames:
         schema = {}
         for et in f["event_types"]:
