@@ -39,27 +39,18 @@ user_engagements = Source(
 
 # ---- enrichments ----------------------------------------------------------------------------
 
+# The lookups join daily snapshots on the pin id.
+_BY_ITEM = dict(key="item_id", key_type="int64")
+
 item_embedding = LookupEnrichment(
-    name="item_embedding",
-    key="item_id",
-    key_type="int64",
-    columns={"item_embedding": list_of("float32", 32)},
-    stage=Stage.INDEX,
-    snapshot_location="enrichments/item_embedding",
-    min_coverage=0.9,
-    description="32-d content embedding of the pin, from the daily embedding snapshot.",
-)
+    name="item_embedding", columns={"item_embedding": list_of("float32", 32)}, stage=Stage.INDEX,
+    snapshot_location="enrichments/item_embedding", min_coverage=0.9,
+    description="32-d content embedding of the pin, from the daily embedding snapshot.", **_BY_ITEM)
 
 item_category = LookupEnrichment(
-    name="item_category",
-    key="item_id",
-    key_type="int64",
-    columns={"item_category": "string"},
-    stage=Stage.INDEX,
-    snapshot_location="enrichments/item_category",
-    min_coverage=0.9,
-    description="Top-level interest category of the pin.",
-)
+    name="item_category", columns={"item_category": "string"}, stage=Stage.INDEX,
+    snapshot_location="enrichments/item_category", min_coverage=0.9,
+    description="Top-level interest category of the pin.", **_BY_ITEM)
 
 user_item_count_30d = CounterEnrichment(
     name="user_item_count_30d",
@@ -72,15 +63,10 @@ user_item_count_30d = CounterEnrichment(
 )
 
 item_popularity = LookupEnrichment(
-    name="item_popularity",
-    key="item_id",
-    key_type="int64",
-    columns={"item_popularity": "float64"},
-    stage=Stage.SERVING,
-    snapshot_location="enrichments/item_popularity",
-    min_coverage=0.5,
+    name="item_popularity", columns={"item_popularity": "float64"}, stage=Stage.SERVING,
+    snapshot_location="enrichments/item_popularity", min_coverage=0.5,
     description="How popular the pin is today; changes fast, so it is joined when the sequence is served.",
-)
+    **_BY_ITEM)
 
 # ---- event types ----------------------------------------------------------------------------
 
@@ -109,29 +95,17 @@ _FIELDS = (
     "item_category", "item_embedding", "user_item_count_30d", "item_popularity",
 )
 
+# Both features are production features of the same team, with the same fields.
+_PIN_FEATURE = dict(fields=_FIELDS, owner="user-understanding", lifecycle=Lifecycle.PRODUCTION)
+
 engagements_v1 = SequenceFeature(
-    name="engagements",
-    version=1,
-    event_types=("pin_click", "pin_save", "pin_closeup"),
-    fields=_FIELDS,
-    max_length=500,
-    window_days=90,
-    owner="user-understanding",
-    lifecycle=Lifecycle.PRODUCTION,
-    description="The last 500 meaningful pin engagements of a user within 90 days.",
-)
+    name="engagements", version=1, event_types=("pin_click", "pin_save", "pin_closeup"),
+    max_length=500, window_days=90,
+    description="The last 500 meaningful pin engagements of a user within 90 days.", **_PIN_FEATURE)
 
 saves_v1 = SequenceFeature(
-    name="saves",
-    version=1,
-    event_types=("pin_save",),
-    fields=_FIELDS,
-    max_length=100,
-    window_days=365,
-    owner="user-understanding",
-    lifecycle=Lifecycle.PRODUCTION,
-    description="The last 100 pin saves of a user within a year.",
-)
+    name="saves", version=1, event_types=("pin_save",), max_length=100, window_days=365,
+    description="The last 100 pin saves of a user within a year.", **_PIN_FEATURE)
 
 DEFINITIONS = (
     user_engagements,
