@@ -70,6 +70,16 @@ class Compiled:
         """The source of the feature's events (that of its first event type)."""
         return self.sources[self.event_types[feature["event_types"][0]]["source"]]
 
+    def user_field(self, feature: dict) -> str:
+        """The user column of the feature's events and of its ``sequences/`` table: its source's
+        ``user_field`` (every source of a feature shares it)."""
+        return self.source_of(feature)["user_field"]
+
+    def user_type(self, feature: dict) -> pl.DataType:
+        """The polars type of the feature's user ids (``int64`` or ``string``, from the source schema)."""
+        src = self.source_of(feature)
+        return polars_type(src["schema"][src["user_field"]])
+
     def event_types_of(self, source: str) -> list[dict]:
         return [et for et in self.event_types.values() if et["source"] == source]
 
