@@ -24,12 +24,12 @@ INDEX_FILE = "index.json"
 # Settings of a feature that describe it but do not change its rows.
 _FEATURE_METADATA = {"owner", "lifecycle", "description"}
 # Settings of a source that change the rows of the features reading it (which field is the id, the
-# user, the time, and how those are read), with their defaults. A feature's output hash covers the
+# user, the time, and how those and the records are read), with their defaults. A feature's output hash covers the
 # ones set to something else, so the hashes of features over default sources stay what they were
 # before a setting existed.
 _SOURCE_OUTPUT_SETTINGS = {
     f.name: f.default for f in dataclasses.fields(Source)
-    if f.name in ("event_id_field", "user_field", "time_field", "time_unit", "event_id_from")
+    if f.name in ("event_id_field", "user_field", "time_field", "time_unit", "event_id_from", "batch_format")
 }
 
 

@@ -17,6 +17,9 @@ from typing import Any, Mapping
 
 SCALAR_TYPES = ("string", "int64", "float32", "float64", "bool")
 TIME_UNITS = ("ms", "s", "us")  # units of a source's event time since the epoch
+# How a source's batch records arrive: files by arrival day (JSON lines, CSV with a header row,
+# Parquet) under its batch location, or an existing Delta table read by event day.
+BATCH_FORMATS = ("jsonl", "csv", "parquet", "delta")
 
 
 def list_of(item: str, size: int | None = None) -> str:
@@ -123,13 +126,14 @@ class Source:
 
     name: str
     topic: str
-    batch_location: str  # relative to SEQ_LANDING_DIR, JSON lines grouped by arrival day
+    batch_location: str  # relative to SEQ_LANDING_DIR: files grouped by arrival day, or a Delta table URI
     schema: Mapping[str, str]  # field -> type
     required: tuple[str, ...]  # fields that must be present and non-null
     event_id_field: str = "event_id"
     user_field: str = "user_id"
     time_field: str = "ts"  # event time, an int64 count of ``time_unit`` since the epoch
     time_unit: str = "ms"  # "ms", "s" or "us"
+    batch_format: str = "jsonl"  # one of BATCH_FORMATS
     # No event id in the records: the id is derived from these fields (then ``event_id_field`` names
     # the derived column and need not be in the schema).
     event_id_from: tuple[str, ...] = ()

@@ -33,6 +33,7 @@ def source(name: str = EXAMPLE_SOURCE) -> str:
     user_field="member_id",  # whose sequence the event belongs to
     time_field="rated_at",  # event time, an int64 since the epoch
     time_unit="ms",  # unit of time_field: "ms", "s" or "us"
+    batch_format="jsonl",  # batch files as "jsonl", "csv" or "parquet"; or "delta": batch_location is a Delta table read by event day
     retention_days=400,  # retention of raw/{name}, in days
     max_record_bytes=64 * 1024,  # larger records are dead-lettered
     freshness_slo_seconds=60,  # the freshness check fails when the newest event is older than this

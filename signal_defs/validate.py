@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 from signal_defs import plugins
 from signal_defs.model import (
+    BATCH_FORMATS,
     SCALAR_TYPES,
     TIME_UNITS,
     Col,
@@ -168,6 +169,8 @@ def _check_source(s: Source, err) -> None:
             err(label, "required", f"{getattr(s, attr)!r} ({attr}) must be required")
     if s.time_unit not in TIME_UNITS:
         err(label, "time_unit", f"unknown time unit {s.time_unit!r} (one of: {', '.join(TIME_UNITS)})")
+    if s.batch_format not in BATCH_FORMATS:
+        err(label, "batch_format", f"unknown batch format {s.batch_format!r} (one of: {', '.join(BATCH_FORMATS)})")
     if s.time_field in s.schema and s.schema[s.time_field] != "int64":
         err(label, "time_field", f"event time {s.time_field!r} must be an int64 count of {s.time_unit} since the epoch")
     if not isinstance(s.event_id_from, tuple) or not all(isinstance(f, str) for f in s.event_id_from):
