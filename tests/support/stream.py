@@ -175,8 +175,8 @@ def snapshot_lake(lake_root) -> dict[str, list]:
 
 # ---- Kafka -----------------------------------------------------------------------------------
 
-def produce(bootstrap: str, items: list[tuple]) -> list[tuple[int, int]]:
-    """Send ``(key, value[, partition])`` in order; returns ``(partition, offset)`` per record.
+def produce(bootstrap: str, items: list[tuple], topic: str = TOPIC) -> list[tuple[int, int]]:
+    """Send ``(key, value[, partition])`` to ``topic`` in order; returns ``(partition, offset)`` per record.
 
     One request in flight, so the order in each partition is the order of ``items``. The request
     limit is 4 MiB so a 1 MiB record goes through the client (the decoder must refuse it).
@@ -193,7 +193,7 @@ def produce(bootstrap: str, items: list[tuple]) -> list[tuple[int, int]]:
             part = it[2] if len(it) > 2 else None
             k = key.encode() if isinstance(key, str) else key
             v = value.encode() if isinstance(value, str) else value
-            futures.append(p.send(TOPIC, key=k, value=v, partition=part))
+            futures.append(p.send(topic, key=k, value=v, partition=part))
         p.flush(timeout=30)
         meta = [f.get(timeout=30) for f in futures]
     finally:
