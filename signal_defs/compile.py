@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from signal_defs.model import Col, Pred, Registry, Source, event_fields
+from signal_defs.model import Col, Pred, Registry, Source, event_fields, resolved_dedup_key, resolved_ordering
 from signal_defs.validate import DefinitionError, validate
 
 FORMAT_VERSION = 1
@@ -66,10 +66,16 @@ def compile_registry(registry: Registry) -> dict[str, dict]:
     validate(registry)
     compiled: dict[str, dict] = {}
     sources = {d.name: d for d in registry.of_kind("source")}
+    event_types = {d.name: d for d in registry.of_kind("event_type")}
     for d in registry.definitions:
         body = _plain(d)
         if d.kind == "event_type":
             body["fields"] = list(event_fields(d, sources[d.source]))
+        elif d.kind == "feature":
+            # Defaults from the source of the feature's events, written out: runtimes read the JSON.
+            source = sources[event_types[d.event_types[0]].source]
+            body["ordering"] = _plain(resolved_ordering(d, source))
+            body["dedup_key"] = list(resolved_dedup_key(d, source))
         body["hash"] = content_hash(body)
         compiled[definition_id(body)] = body
     by_name = {(c["kind"], c["name"]): c for c in compiled.values() if c["kind"] != "feature"}

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 # Types. Kept to the few a sequence needs so that every runtime maps them the same way.
 # ---------------------------------------------------------------------------------------------
 
-SCALAR_TYPES = ("string", "int64", "float32", "float64", "bool")
+SCALAR_TYPES = ("string", "int64", "float32", "float64", "bool", "timestamp")  # timestamp: ISO 8601 text in JSON
 TIME_UNITS = ("ms", "s", "us")  # units of a source's event time since the epoch
 # How a source's batch records arrive: files by arrival day (JSON lines, CSV with a header row,
 # Parquet) under its batch location, or an existing Delta table read by event day.
@@ -131,7 +131,9 @@ class Source:
     required: tuple[str, ...]  # fields that must be present and non-null
     event_id_field: str = "event_id"
     user_field: str = "user_id"
-    time_field: str = "ts"  # event time, an int64 count of ``time_unit`` since the epoch
+    # Event time: an int64 count of ``time_unit`` since the epoch, or a "timestamp" field (ISO 8601
+    # text). The lake stores it under this name as int64 epoch milliseconds either way.
+    time_field: str = "ts"
     time_unit: str = "ms"  # "ms", "s" or "us"
     batch_format: str = "jsonl"  # one of BATCH_FORMATS
     # No event id in the records: the id is derived from these fields (then ``event_id_field`` names
@@ -225,11 +227,15 @@ def event_fields(event_type: "EventType", source: "Source") -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Ordering:
-    """Event time, newest first; equal timestamps are broken by ``tie_break`` ascending."""
+    """Event time, newest first; equal timestamps are broken by ``tie_break`` ascending.
 
-    by: str = "ts"
+    ``by`` and ``tie_break`` left at None are the feature's source's ``time_field`` and
+    ``event_id_field`` (resolved when the feature is compiled, see :func:`resolved_ordering`).
+    """
+
+    by: str | None = None
     descending: bool = True
-    tie_break: str = "event_id"
+    tie_break: str | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ class SequenceFeature:
     window_days: int
     owner: str
     lifecycle: Lifecycle = Lifecycle.EXPERIMENTAL
-    dedup_key: tuple[str, ...] = ("event_id",)
+    dedup_key: tuple[str, ...] | None = None  # None: the source's event id; (): no dedup
     ordering: Ordering = Ordering()
     description: str = ""
     kind: str = field(default="feature", init=False)
@@ -252,6 +258,19 @@ class SequenceFeature:
     @property
     def table_name(self) -> str:
         return f"{self.name}_v{self.version}"
+
+
+def resolved_ordering(feature: "SequenceFeature", source: Source) -> Ordering:
+    """The feature's ordering with the defaults filled in from the source of its events: by its
+    ``time_field``, ties by its ``event_id_field``."""
+    o = feature.ordering
+    return Ordering(by=o.by if o.by is not None else source.time_field, descending=o.descending,
+                    tie_break=o.tie_break if o.tie_break is not None else source.event_id_field)
+
+
+def resolved_dedup_key(feature: "SequenceFeature", source: Source) -> tuple[str, ...]:
+    """The feature's dedup key, the source's ``event_id_field`` when it names none."""
+    return (source.event_id_field,) if feature.dedup_key is None else tuple(feature.dedup_key)
 
 
 Definition = Source | LookupEnrichment | CounterEnrichment | ContextEnrichment | EventType | SequenceFeature

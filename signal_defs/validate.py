@@ -21,11 +21,15 @@ from signal_defs.model import (
     Source,
     Stage,
     event_fields,
+    resolved_dedup_key,
+    resolved_ordering,
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LIST = re.compile(r"^list<(\w+)>(\[(\d+)\])?$")
 _PRED_OPS = {"eq": 2, "ne": 2, "ge": 2, "gt": 2, "le": 2, "lt": 2, "in": 2, "and": 2, "or": 2, "not": 1, "is_null": 1, "is_true": 1}
+# The types of the fields an event id can be derived from (their text is exact; floats' is not).
+ID_FIELD_TYPES = ("string", "int64", "bool", "timestamp")
 # Fields every event carries besides the source's own, added by the engine.
 ENGINE_FIELDS = {"event_type": "string", "date": "date", "ingested_at": "timestamp", "def_version": "string"}
 
@@ -137,7 +141,7 @@ def validate(registry: Registry, executors: Iterable[str] | None = None,
         provided[et.name] = _check_event_type(et, sources, enrichments, executors, err)
 
     for f in registry.of_kind("feature"):
-        _check_feature(f, event_types, enrichments, provided, serving_kinds, err)
+        _check_feature(f, sources, event_types, enrichments, provided, serving_kinds, err)
 
     if errors:
         raise DefinitionErrors(errors)
@@ -171,14 +175,23 @@ def _check_source(s: Source, err) -> None:
         err(label, "time_unit", f"unknown time unit {s.time_unit!r} (one of: {', '.join(TIME_UNITS)})")
     if s.batch_format not in BATCH_FORMATS:
         err(label, "batch_format", f"unknown batch format {s.batch_format!r} (one of: {', '.join(BATCH_FORMATS)})")
-    if s.time_field in s.schema and s.schema[s.time_field] != "int64":
-        err(label, "time_field", f"event time {s.time_field!r} must be an int64 count of {s.time_unit} since the epoch")
+    if s.time_field in s.schema and s.schema[s.time_field] not in ("int64", "timestamp"):
+        err(label, "time_field", f"event time {s.time_field!r} must be an int64 count of {s.time_unit} since the epoch "
+            f"or a timestamp, not {s.schema[s.time_field]!r}")
+    if s.user_field in s.schema and s.schema[s.user_field] not in ("int64", "string"):
+        err(label, "user_field", f"user id {s.user_field!r} must be int64 or string, not {s.schema[s.user_field]!r}")
     if not isinstance(s.event_id_from, tuple) or not all(isinstance(f, str) for f in s.event_id_from):
         err(label, "event_id_from", f"must be a tuple of field names, got {s.event_id_from!r}")
     else:
         for f in s.event_id_from:
             if f not in s.schema:
                 err(label, "event_id_from", f"unknown field {f!r}: the event id is derived from fields of the schema")
+            elif s.schema[f] not in ID_FIELD_TYPES:
+                err(label, "event_id_from", f"field {f!r} is {s.schema[f]}: an id is derived from "
+                    f"{', '.join(ID_FIELD_TYPES)} fields only")
+        if s.event_id_from and s.event_id_field in s.schema:
+            err(label, "event_id_field", f"{s.event_id_field!r} is derived from event_id_from, so it cannot also be "
+                "a field of the schema")
         if len(set(s.event_id_from)) != len(s.event_id_from):
             err(label, "event_id_from", "lists a field more than once")
     if not isinstance(s.retention_days, int) or s.retention_days <= 0:
@@ -250,7 +263,7 @@ def _check_event_type(et: EventType, sources, enrichments, executors, err) -> di
     return out
 
 
-def _check_feature(f: SequenceFeature, event_types, enrichments, provided, serving_kinds, err) -> None:
+def _check_feature(f: SequenceFeature, sources, event_types, enrichments, provided, serving_kinds, err) -> None:
     label = _label(f)
     if not isinstance(f.version, int) or f.version < 1:
         err(label, "version", "must be a whole number >= 1")
@@ -266,11 +279,18 @@ def _check_feature(f: SequenceFeature, event_types, enrichments, provided, servi
     for et in f.event_types:
         if et not in event_types:
             err(label, "event_types", f"unknown event type {et!r}")
+    feature_sources = [sources[event_types[et].source] for et in known if event_types[et].source in sources]
+    source = feature_sources[0] if feature_sources else None
+    users = sorted({s.user_field for s in feature_sources})
+    if len(users) > 1:
+        err(label, "event_types", f"the event types' sources name their users differently ({', '.join(users)}): "
+            "a sequence has one user column")
+    row_columns = (source.user_field if source else "user_id", "date")
     serving_cols = {c: e for e in enrichments.values() if e.stage is Stage.SERVING for c in output_columns(e)}
     if not f.fields:
         err(label, "fields", "a feature needs at least one field")
     for field in f.fields:
-        if field in ("user_id", "date"):
+        if field in row_columns:
             err(label, "fields", f"{field!r} is a column of every sequence row, not a per-event field")
             continue
         if field in serving_cols:
@@ -286,12 +306,15 @@ def _check_feature(f: SequenceFeature, event_types, enrichments, provided, servi
         missing = [et for et in known if field not in provided.get(et, {})]
         if missing:
             err(label, "fields", f"unknown field {field!r}: not provided by event type(s) {', '.join(missing)}")
-    per_event = set(f.fields)
-    # Ordering and dedup run when the sequence is built: every event type must write the column.
-    keyed = [("dedup_key", k) for k in f.dedup_key] + [(f"ordering.{a}", getattr(f.ordering, a)) for a in ("by", "tie_break")]
+    if source is None:
+        return
+    # Ordering and dedup run when the sequence is built: every event type must write the column
+    # (the sequence keeps it only when it is one of the feature's fields). Unset, they are the
+    # source's time and event id.
+    ordering = resolved_ordering(f, source)
+    keyed = ([("dedup_key", k) for k in resolved_dedup_key(f, source)]
+             + [(f"ordering.{a}", getattr(ordering, a)) for a in ("by", "tie_break")])
     for attr, k in keyed:
-        if k not in per_event:
-            err(label, attr, f"{k!r} must be one of the feature's fields")
         missing = [et for et in known if k not in provided.get(et, {})]
         if missing:
             err(label, attr, f"{k!r} is not produced by event type(s) {', '.join(missing)}")

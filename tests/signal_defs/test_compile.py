@@ -303,7 +303,7 @@ def test_the_shipped_lock_holds_for_the_shipped_definitions():
 
 def test_source_settings_that_change_rows_change_the_output_hash():
     lock = updated_lock(compile_registry(registry()), {})
-    for change in ({"time_unit": "s"}, {"user_field": "item_id"}):
+    for change in ({"time_unit": "s"}, {"user_field": "action"}):
         changed = replace(demo.user_engagements, **change)
         problems = check_version_lock(compile_registry(registry((demo.user_engagements, changed))), lock)
         assert len(problems) == 2, change

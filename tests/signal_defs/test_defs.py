@@ -257,7 +257,7 @@ def test_dedup_key_and_ordering_unknown_everywhere_are_refused_by_name():
     errors = refusal(registry((demo.saves_v1, bad)))
     assert_names(errors, "saves", "dedup_key", "board_id", "not produced")
     assert_names(errors, "saves", "ordering.by", "saved_at", "not produced")
-    assert_names(errors, "saves", "ordering.tie_break", "board_id", "feature's fields")
+    assert_names(errors, "saves", "ordering.tie_break", "board_id", "not produced")
 
 
 def test_feature_field_from_another_event_types_enrichment_is_refused():
