@@ -31,6 +31,21 @@ def polars_type(t: str) -> pl.DataType:
     return _SCALARS[t]
 
 
+def derives_event_id(source: dict) -> bool:
+    """Whether the source's records carry no id of their own, so one is derived (``event_id_from``)."""
+    return bool(source.get("event_id_from")) and source["event_id_field"] not in source["schema"]
+
+
+def source_types(source: dict) -> dict[str, pl.DataType]:
+    """The typed columns of a compiled source's decoded records, as ``raw/`` stores them: the derived
+    event id (a string) when there is one, then the schema's fields, the event time as Int64 epoch
+    milliseconds whatever it arrives as (see :func:`seq_assets.core.days.event_time_ms`)."""
+    cols: dict[str, pl.DataType] = {source["event_id_field"]: pl.String} if derives_event_id(source) else {}
+    for f, t in source["schema"].items():
+        cols[f] = pl.Int64 if f == source["time_field"] else polars_type(t)
+    return cols
+
+
 @dataclass(frozen=True)
 class Compiled:
     """Accessors over ``{definition id: compiled dict}``."""
@@ -84,7 +99,8 @@ class Compiled:
         return [et for et in self.event_types.values() if et["source"] == source]
 
     def source_schema(self, source: str) -> dict[str, pl.DataType]:
-        return {f: polars_type(t) for f, t in self.sources[source]["schema"].items()}
+        """See :func:`source_types`."""
+        return source_types(self.sources[source])
 
     def lookups(self, stage: str) -> list[dict]:
         return [e for e in self.enrichments.values() if e["kind"] == "lookup" and e["stage"] == stage]
@@ -92,8 +108,8 @@ class Compiled:
     def event_schema(self, event_type: str) -> dict[str, pl.DataType]:
         """Columns of ``events/<event_type>`` in order."""
         et = self.event_types[event_type]
-        src = self.sources[et["source"]]["schema"]
-        cols: dict[str, Any] = {f: polars_type(src[f]) for f in et["fields"]}
+        src = source_types(self.sources[et["source"]])
+        cols: dict[str, Any] = {f: src[f] for f in et["fields"]}
         cols[EVENT_TYPE] = pl.String
         for name in et["enrichments"]:
             e = self.enrichments[name]
@@ -103,7 +119,7 @@ class Compiled:
                 elif e["kind"] == "counter":
                     cols[c] = pl.Int64
                 else:
-                    cols[c] = polars_type(src[e["fields"][c]])
+                    cols[c] = src[e["fields"][c]]
         cols["def_version"] = pl.String
         cols["ingested_at"] = pl.Datetime("us", "UTC")
         cols["date"] = pl.Date

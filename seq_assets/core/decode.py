@@ -7,12 +7,15 @@ never a Python loop per good record.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import polars as pl
 
-from seq_assets.core.compiled import polars_type
+from seq_assets.core.compiled import derives_event_id, polars_type, source_types
+from seq_assets.core.days import event_time_ms, parse_timestamp
 
 DEAD_LETTER_SCHEMA = {
     "value": pl.String,
@@ -109,7 +112,11 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
     for f, t in schema.items():
         dtype = polars_type(t)
         raw = pl.col(f)
-        if dtype == pl.Boolean:
+        if f == source["time_field"]:
+            conv = event_time_ms(source, raw)  # epoch ms, whatever the unit or form it arrives in
+        elif t == "timestamp":
+            conv = parse_timestamp(raw)
+        elif dtype == pl.Boolean:
             conv = pl.when(raw == "true").then(True).when(raw == "false").then(False).otherwise(None)
         else:
             # strict=False turns "abc" (or "1.5" for an integer) into null, caught as mistyped below.
@@ -122,8 +129,7 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
     frame = pl.concat([fields, values.to_frame(), meta], how="horizontal").with_columns(
         _big=too_big, _parsed=parsed)
     frame = frame.with_columns(reason.otherwise(None).alias("reason")).with_columns(typed)
-    ts = source["time_field"]
-    frame = frame.with_columns(pl.from_epoch(pl.col(ts), time_unit="ms").dt.date().alias("date"))
+    frame = frame.with_columns(pl.from_epoch(pl.col(source["time_field"]), time_unit="ms").dt.date().alias("date"))
     now = pl.lit(ingested_at).cast(pl.Datetime("us", "UTC"))
     # A dead letter is dated by its event time when that parsed, else by the day it arrived.
     fallback = pl.coalesce(pl.col("arrival_date"), pl.lit(ingested_at.date()))
@@ -131,7 +137,37 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
         "value", "reason", *META_SCHEMA, now.alias("ingested_at"),
         pl.coalesce(pl.col("date"), fallback).alias("date"),
     )
-    valid = frame.filter(pl.col("reason").is_null()).select(
-        *schema, *META_SCHEMA, now.alias("ingested_at"), "date",
-    )
+    valid = frame.filter(pl.col("reason").is_null())
+    if derives_event_id(source):
+        valid = valid.with_columns(derived_event_id(source))
+    valid = valid.select(*source_types(source), *META_SCHEMA, now.alias("ingested_at"), "date")
     return Decoded(valid=valid, dead=dead.cast(DEAD_LETTER_SCHEMA))
+
+
+def derived_event_id(source: dict) -> pl.Expr:
+    """The stable event id of a source without one (``event_id_from``), as the column
+    ``event_id_field``, computed over typed, normalized rows (:func:`decode_records` output).
+
+    The id is the first 32 hex digits of the SHA-256 of the UTF-8 text of the JSON array of the
+    ``event_id_from`` values, in that order, written with no spaces (``separators=(",", ":")``) and
+    non-ASCII characters as they are (``ensure_ascii=False``), as Python's ``json.dumps`` writes
+    it: a string as a JSON string, an int64 in decimal, a bool as ``true``/``false``, a missing value
+    as ``null``, and a time (the event time, or any ``timestamp`` field) as its integer epoch
+    milliseconds. For ``event_id_from=("uid", "movie_id", "event_time")`` and a rating of
+    ``"u1"`` for ``"m9"`` at 1700000000 s, that is ``sha256('["u1","m9",1700000000000]')``.
+
+    The values are the normalized ones, so the same event gets the same id from any batch format or
+    the stream, in any process and with any polars version (no polars hash is involved).
+    """
+    fields = list(source["event_id_from"])
+    schema = source["schema"]
+    values = [pl.col(f).dt.epoch("ms").alias(f) if schema[f] == "timestamp" and f != source["time_field"]
+              else pl.col(f) for f in fields]
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+    def ids(rows: pl.Series) -> pl.Series:
+        columns = [rows.struct.field(f).to_list() for f in fields]
+        return pl.Series([hashlib.sha256(encode(list(row)).encode()).hexdigest()[:32] for row in zip(*columns)],
+                         dtype=pl.String)
+
+    return pl.struct(values).map_batches(ids, return_dtype=pl.String).alias(source["event_id_field"])
