@@ -7,6 +7,7 @@ around them.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from seq_assets.core.compiled import Compiled, polars_type
-from seq_assets.core.days import days_between, end_of_day_ms
+from seq_assets.core.days import day_start_ms, days_between, end_of_day_ms, event_time_ms
 from seq_assets.core.decode import Decoded, decode_records
 from seq_assets.core.executors import EXECUTORS
 from seq_assets.core.kernel import (
@@ -143,8 +144,10 @@ class Engine:
         return decode_records(self.compiled.sources[source], values, meta)
 
     def landing_files(self, source: str, arrival_days: list[date]) -> list[str]:
-        location = self.compiled.sources[source]["batch_location"]
-        return [f for d in arrival_days for f in self._landing().batch_files(location, d)]
+        """The files of a file-format source (``jsonl``, ``csv``, ``parquet``) that arrived on those days."""
+        src = self.compiled.sources[source]
+        fmt = src.get("batch_format", "jsonl")
+        return [f for d in arrival_days for f in self._landing().batch_files(src["batch_location"], d, fmt)]
 
     def _landing(self) -> Landing:
         if self.landing is None:
@@ -152,43 +155,97 @@ class Engine:
         return self.landing
 
     def load_batch_day(self, source: str, day: date) -> tuple[Decoded, list[str]]:
-        """Decode the landing files that can hold events of ``day`` (it and the late horizon after).
+        """Decode the batch records that can hold events of ``day``.
 
-        Valid rows keep only that day's events; dead letters keep the ones dated that day (by event
-        time when it parses, else by arrival day), so each bad record is reported exactly once.
+        Landing files: those that arrived on ``day`` and the late horizon after it. Valid rows keep
+        only that day's events; dead letters keep the ones dated that day (by event time when it
+        parses, else by arrival day), so each bad record is reported exactly once. A Delta source:
+        the rows of its table whose event time falls on ``day``, all arriving that day.
+
+        Every format goes through the one decoder: a CSV or Parquet row, or a Delta row, is handed
+        to it as the JSON text of an object of its columns (CSV cells as strings), so a bad row's
+        dead letter holds the row as received and the reasons are those of any other record.
         """
+        src = self.compiled.sources[source]
+        if src.get("batch_format", "jsonl") == "delta":
+            records, files = self._delta_records(src, day)
+        else:
+            records, files = self._file_records(source, src, day)
+        if records is None:
+            return self.decode(source, pl.Series("value", [], dtype=pl.String)), files
+        meta = records.select(
+            pl.lit(BATCH_ORIGIN).alias("origin"), pl.col("_arrival").alias("arrival_date"),
+            pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
+        )
+        decoded = self.decode(source, records.get_column("value"), meta)
+        decoded.valid = decoded.valid.filter(pl.col("date") == day)
+        decoded.dead = decoded.dead.filter(pl.col("date") == day)
+        return decoded, files
+
+    def _file_records(self, source: str, src: dict, day: date) -> tuple[pl.DataFrame | None, list[str]]:
+        """``value``, ``_arrival``, ``_file``, ``_line`` of the landing records that may be of ``day``.
+
+        A cheap pre-selection runs before the decode: only records whose event time is on the day,
+        records whose time it cannot read, and everything that arrived on the day are kept, not the
+        whole horizon. (A record that fails to decode is dated by its arrival day even when a time
+        was read from it, so every arrival of the day is kept.) In JSON lines a regex finds the
+        time field's value; in CSV and Parquet it is the column.
+        """
+        fmt = src.get("batch_format", "jsonl")
         arrivals = [day + timedelta(days=i) for i in range(self.compiled.horizon_days(source) + 1)]
         files = self.landing_files(source, arrivals)
-        if not files:
-            empty = self.decode(source, pl.Series("value", [], dtype=pl.String))
-            return empty, files
+        start, end = day_start_ms(day), end_of_day_ms(day)
+        tf = src["time_field"]
         parts = []
         for path in files:
             # One file at a time: its arrival day and name are constants, its line number the index.
             name = "/".join(path.rsplit("/", 2)[-2:])
             arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
-            parts.append(pl.read_lines(path, name="value", row_index_name="_line").with_columns(
-                pl.lit(arrived).alias("_arrival"), pl.lit(name).alias("_file")))
-        lines = pl.concat(parts)
-        arrival = pl.col("_arrival")
-        # Cheap pre-selection before the JSON parse: a regex finds the event time, so only records
-        # of this day, records whose time it cannot read, and everything that arrived today are
-        # decoded, not the whole horizon. (A record that fails to decode is dated by its arrival
-        # day even when the regex read a time from it, so every arrival of today must be kept.)
-        ts = pl.col("value").str.extract(r'"' + self.compiled.sources[source]["time_field"] + r'"\s*:\s*(-?\d+)').cast(pl.Int64, strict=False)
-        event_day = pl.from_epoch(ts, time_unit="ms").dt.date()
-        lines = lines.filter(
-            (pl.col("value").str.len_bytes() > 0)
-            & ((event_day == day) | event_day.is_null() | (arrival == day))
-        )
-        meta = lines.select(
-            pl.lit(BATCH_ORIGIN).alias("origin"), arrival.alias("arrival_date"),
-            pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
-        )
-        decoded = self.decode(source, lines.get_column("value"), meta)
-        decoded.valid = decoded.valid.filter(pl.col("date") == day)
-        decoded.dead = decoded.dead.filter(pl.col("date") == day)
-        return decoded, files
+            rows = self._landing().read_batch_file(path, fmt)
+            if fmt == "jsonl":
+                value = pl.col("value")
+                time_text = value.str.extract(r'"' + re.escape(tf) + r'"\s*:\s*("[^"\\]*"|-?\d+)\s*[,}]').str.strip_chars('"')
+                ms = event_time_ms(src, time_text)
+                rows = rows.with_row_index("_line").filter(value.str.len_bytes() > 0)
+            else:
+                value = pl.struct(pl.all()).struct.json_encode()
+                ms = event_time_ms(src, pl.col(tf), rows.schema[tf]) if tf in rows.columns else pl.lit(None, pl.Int64)
+                rows = rows.select(pl.struct(pl.all()).alias("_row"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("_line"),
+                                   ms.alias("_ms"))
+                ms, value = pl.col("_ms"), pl.col("_row").struct.json_encode()
+            if arrived != day:
+                rows = rows.filter(ms.is_between(start, end, closed="left") | ms.is_null())
+            parts.append(rows.select(value.alias("value"), "_line", pl.lit(arrived).alias("_arrival"),
+                                     pl.lit(name).alias("_file")))
+        return (pl.concat(parts) if parts else None), files
+
+    def _delta_records(self, src: dict, day: date) -> tuple[pl.DataFrame | None, list[str]]:
+        """The rows of a Delta source whose event time falls on ``day``, as :meth:`_file_records`
+        gives them (arrival day: ``day``; ``_file`` the table and version read, ``_line`` the row's
+        place in the day's read). A row whose event time does not read as a time belongs to no day."""
+        scan, label = self._landing().scan_delta(src["batch_location"])
+        tf = src["time_field"]
+        dtype = scan.collect_schema().get(tf)
+        if dtype is None:
+            raise ValueError(f"source {src['name']!r}: the Delta table {label} has no column {tf!r} (time_field)")
+        start, end = day_start_ms(day), end_of_day_ms(day)
+        rows = scan.filter(event_time_ms(src, pl.col(tf), dtype).is_between(start, end, closed="left"))
+        # The same bounds on the column itself, a form the scan skips files and row groups with.
+        column = pl.col(tf)
+        if dtype.is_integer():
+            per = pl.select(event_time_ms(src, pl.lit(10**6, pl.Int64), pl.Int64)).item()  # ms in 10^6 units
+            rows = rows.filter((column >= start * 10**6 // per) & (column < end * 10**6 // per))
+        elif isinstance(dtype, pl.Datetime):
+            lo, hi = (datetime.fromtimestamp(t / 1000, timezone.utc) for t in (start, end))
+            if dtype.time_zone is None:  # naive times are UTC
+                lo, hi = lo.replace(tzinfo=None), hi.replace(tzinfo=None)
+            rows = rows.filter(column.is_between(pl.lit(lo).cast(dtype), pl.lit(hi).cast(dtype), closed="left"))
+        records = rows.select(
+            pl.struct(pl.all()).struct.json_encode().alias("value"),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_line"),
+            pl.lit(day).alias("_arrival"), pl.lit(label).alias("_file"),
+        ).collect()
+        return (records if records.height else None), [label]
 
     def write_raw_batch_day(self, source: str, day: date) -> dict:
         """Materialize one day of ``raw/<source>`` (and its dead letters) from the landing files."""

@@ -1,8 +1,10 @@
 """The landing area: where batch sources and enrichment snapshots arrive as files.
 
 Layout under the landing root (``SEQ_LANDING_DIR``): a source's records in
-``<batch_location>/arrival_date=YYYY-MM-DD/*.jsonl``, a lookup enrichment's snapshots in
-``<snapshot_location>/date=YYYY-MM-DD/*.parquet``. This module lists and reads those files; what
+``<batch_location>/arrival_date=YYYY-MM-DD/*.<batch_format>`` (``jsonl``, ``csv`` or ``parquet``),
+a lookup enrichment's snapshots in ``<snapshot_location>/date=YYYY-MM-DD/*.parquet``. A source of
+``batch_format="delta"`` is instead an existing Delta table at its ``batch_location`` (a URI or an
+absolute path, or a path under the root). This module lists and reads those files and tables; what
 the records mean is the engine's business.
 """
 
@@ -13,6 +15,11 @@ import os
 from datetime import date
 
 import polars as pl
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+# The file formats a source's batch records may land in (``Source.batch_format``), by file suffix.
+FILE_FORMATS = ("jsonl", "csv", "parquet")
 
 
 class Landing:
@@ -25,9 +32,45 @@ class Landing:
     def _dir(self, location: str, part: str) -> str:
         return os.path.join(self.root, location, part)
 
-    def batch_files(self, location: str, arrival_day: date, pattern: str = "*.jsonl") -> list[str]:
-        """The files that arrived on ``arrival_day`` at a source's batch location, in name order."""
-        return sorted(glob.glob(os.path.join(self._dir(location, f"arrival_date={arrival_day.isoformat()}"), pattern)))
+    def batch_files(self, location: str, arrival_day: date, fmt: str = "jsonl") -> list[str]:
+        """The ``fmt`` files that arrived on ``arrival_day`` at a source's batch location, in name order."""
+        if fmt not in FILE_FORMATS:
+            raise ValueError(f"unknown batch file format {fmt!r} (one of: {', '.join(FILE_FORMATS)})")
+        folder = self._dir(location, f"arrival_date={arrival_day.isoformat()}")
+        return sorted(glob.glob(os.path.join(folder, f"*.{fmt}")))
+
+    @staticmethod
+    def read_batch_file(path: str, fmt: str) -> pl.DataFrame:
+        """One batch file as it is: the lines of a ``jsonl`` file (column ``value``), the rows of a
+        ``csv`` file (header row; every column as text, an empty cell null; cells past the header's
+        columns are dropped, missing ones null; blank lines skipped) or of a ``parquet`` file."""
+        try:
+            if fmt == "jsonl":
+                return pl.read_lines(path, name="value")
+            if fmt == "csv":
+                rows = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+                return rows.filter(~pl.all_horizontal(pl.all().is_null())) if rows.width else rows
+            if fmt == "parquet":
+                return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise ValueError(f"cannot read batch file {path} as {fmt}: {e}") from e
+        raise ValueError(f"unknown batch file format {fmt!r} (one of: {', '.join(FILE_FORMATS)})")
+
+    def delta_uri(self, location: str) -> str:
+        """The table of a Delta source: its ``batch_location`` when that is a URI or an absolute
+        path, else that path under the landing root."""
+        if "://" in location or os.path.isabs(location):
+            return location.rstrip("/")
+        return f"{self.root}/{location.strip('/')}"
+
+    def scan_delta(self, location: str) -> tuple[pl.LazyFrame, str]:
+        """A lazy scan of a Delta source's current snapshot, and ``<uri>@v<version>`` naming it."""
+        uri = self.delta_uri(location)
+        try:
+            table = DeltaTable(uri, storage_options=self.storage_options)
+        except TableNotFoundError as e:
+            raise ValueError(f"no Delta table at {uri} (a delta source's batch_location names an existing table)") from e
+        return pl.scan_delta(table), f"{uri}@v{table.version()}"
 
     def snapshot_days(self, location: str) -> list[date]:
         """The days an enrichment has a snapshot (a ``date=`` folder holding Parquet files) for, in order."""
