@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from seq_assets.core.compiled import Compiled, polars_type
+from seq_assets.core.compiled import Compiled, polars_type, source_types
 from seq_assets.core.days import day_start_ms, days_between, end_of_day_ms, event_time_ms
 from seq_assets.core.decode import Decoded, decode_records
 from seq_assets.core.executors import EXECUTORS
@@ -80,7 +80,7 @@ class LakeContext:
             # A micro-batch: read only its users' rows, filtered inside the scan.
             lf = self.lake.scan("raw", source["name"], days=days, columns=list(cols))
             if lf is None:
-                return pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+                return pl.DataFrame(schema={c: source_types(source)[c] for c in cols})
             return (lf.filter(pl.col(source["user_field"]).is_in(users.implode())
                               & (pl.col(ts) >= start_ms) & (pl.col(ts) < end_ms))
                     .unique(subset=[eid], keep="first").collect())
@@ -97,7 +97,7 @@ class LakeContext:
         if missing:
             lf = self.lake.scan("raw", source["name"], days=missing, columns=[*cols, "date"])
             frame = (lf.unique(subset=[eid], keep="first").collect() if lf is not None
-                     else pl.DataFrame(schema={**{c: polars_type(source["schema"][c]) for c in cols}, "date": pl.Date}))
+                     else pl.DataFrame(schema={**{c: source_types(source)[c] for c in cols}, "date": pl.Date}))
             parts = frame.partition_by("date", as_dict=True, include_key=False)
             for d in missing:
                 part = parts.get((d,))
@@ -367,7 +367,7 @@ class Engine:
             if fresh.height:
                 extra = self.index(source, fresh, LakeContext(self.lake), event_types=event_types)
                 for et, df in extra.events.items():
-                    self.lake.insert_unseen("events", et, df.filter(pl.col("date") == day))
+                    self.lake.insert_unseen("events", et, df.filter(pl.col("date") == day), key=eid)
                     result.events[et] = pl.concat([result.events[et], df], how="vertical_relaxed")
             seen = now.get_column(eid).unique()
         return result.events

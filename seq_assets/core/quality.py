@@ -53,7 +53,8 @@ def table_schema_drift(lake: Lake, kind: str, name: str, expected: dict) -> Outc
     return schema_drift(dict(lf.collect_schema()), expected)
 
 
-def uniqueness(df: pl.DataFrame, key: str = "event_id") -> Outcome:
+def uniqueness(df: pl.DataFrame, key: str) -> Outcome:
+    """No two rows share ``key`` (for ``events/``: the source's ``event_id_field``)."""
     dupes = df.height - df.get_column(key).n_unique() if df.height else 0
     return Outcome(dupes == 0, f"{dupes} duplicated {key} values" if dupes else f"{key} is unique",
                    {"rows": df.height, "duplicates": dupes})
@@ -72,8 +73,9 @@ def completeness(compiled: Compiled, event_type: str, raw: pl.DataFrame, events:
     et = compiled.event_types[event_type]
     src = compiled.sources[et["source"]]
     eid = src["event_id_field"]
-    expected = raw.filter(to_expr(et["filter"])).get_column(eid).unique() if raw.height else pl.Series(eid, [], pl.String)
-    got = events.get_column(eid).unique() if events.height else pl.Series(eid, [], pl.String)
+    none = pl.Series(eid, [], compiled.source_schema(et["source"])[eid])
+    expected = raw.filter(to_expr(et["filter"])).get_column(eid).unique() if raw.height else none
+    got = events.get_column(eid).unique() if events.height else none
     missing = int((~expected.is_in(got.implode())).sum()) if len(expected) else 0
     extra = int((~got.is_in(expected.implode())).sum()) if len(got) else 0
     ratio = (len(got) - extra) / len(expected) if len(expected) else 1.0
@@ -99,20 +101,32 @@ def coverage(compiled: Compiled, event_type: str, events: pl.DataFrame) -> Outco
     return Outcome(not low, "coverage below threshold: " + ", ".join(low) if low else "every enrichment meets its coverage", meta)
 
 
-def sequence_invariants(feature: dict, seqs: pl.DataFrame, day: date) -> Outcome:
-    """Newest first (ties by tie-break ascending), at most N, inside the window, no duplicate ids."""
+def sequence_invariants(feature: dict, seqs: pl.DataFrame, day: date, user: str) -> Outcome:
+    """In order (by the ordering column, ties by the tie-break ascending), at most N, inside the
+    window, no two events of a user with the same dedup key. ``user`` names the user column; an
+    ordering or dedup column the sequences do not store is not checked."""
     if seqs.is_empty():
         return Outcome(True, "no sequences", {"users": 0})
     o = feature["ordering"]
+    stored = [c for c in seqs.columns if c not in (user, "date")]
     start, end = window_bounds(feature, end_of_day_ms(day))
-    flat = seqs.select("user_id", pl.col(o["by"]).alias("_t"), pl.col(o["tie_break"]).alias("_k")).explode(["_t", "_k"])
-    flat = flat.drop_nulls("_t").with_row_index("_i")
-    prev_t = pl.col("_t").shift(1).over("user_id", order_by="_i")
-    prev_k = pl.col("_k").shift(1).over("user_id", order_by="_i")
-    bad_order = flat.filter((pl.col("_t") > prev_t) | ((pl.col("_t") == prev_t) & (pl.col("_k") <= prev_k))).height
-    too_long = seqs.filter(pl.col(o["by"]).list.len() > feature["max_length"]).height
-    outside = flat.filter((pl.col("_t") < start) | (pl.col("_t") >= end)).height
-    dup_users = seqs.filter(pl.col("event_id").list.n_unique() != pl.col("event_id").list.len()).height
+    bad_order = outside = dup_users = 0
+    if o["by"] in stored:
+        newer = (lambda a, b: a > b) if o["descending"] else (lambda a, b: a < b)
+        keys = [o["by"]] + ([o["tie_break"]] if o["tie_break"] in stored else [])
+        flat = seqs.select(user, *[pl.col(k).alias(f"_{i}") for i, k in enumerate(keys)]).explode(
+            [f"_{i}" for i in range(len(keys))]).drop_nulls("_0").with_row_index("_i")
+        t, prev_t = pl.col("_0"), pl.col("_0").shift(1).over(user, order_by="_i")
+        bad = newer(t, prev_t)
+        if len(keys) > 1:
+            bad = bad | ((t == prev_t) & (pl.col("_1") <= pl.col("_1").shift(1).over(user, order_by="_i")))
+        bad_order = flat.filter(bad).height
+        outside = flat.filter((t < start) | (t >= end)).height
+    too_long = seqs.filter(pl.col(stored[0]).list.len() > feature["max_length"]).height if stored else 0
+    dedup_key = [k for k in feature["dedup_key"] if k in stored]
+    if dedup_key and len(dedup_key) == len(feature["dedup_key"]):
+        pairs = seqs.select(user, *dedup_key).with_row_index("_row").explode(dedup_key)
+        dup_users = pairs.filter(pl.struct(dedup_key).is_duplicated().over("_row")).get_column("_row").n_unique()
     passed = not (bad_order or too_long or outside or dup_users)
     problems = [f"{n} {what}" for n, what in ((bad_order, "events out of order"), (too_long, "sequences longer than N"),
                                               (outside, "events outside the window"),
@@ -127,11 +141,12 @@ def freshness(compiled: Compiled, lake: Lake, event_type: str, now_ms: int | Non
     et = compiled.event_types[event_type]
     slo = int(compiled.sources[et["source"]]["freshness_slo_seconds"])
     now_ms = now_ms or int(time.time() * 1000)
-    lf = lake.scan("events", event_type, columns=["ts", "date"])
+    ts = compiled.sources[et["source"]]["time_field"]
+    lf = lake.scan("events", event_type, columns=[ts, "date"])
     if lf is None:
         return Outcome(False, f"events/{event_type} has no data", {"lag_seconds": float("inf"), "slo_seconds": slo})
     newest_day = lf.select(pl.col("date").max()).collect().item()
-    newest = lf.filter(pl.col("date") == newest_day).select(pl.col("ts").max()).collect().item() if newest_day else None
+    newest = lf.filter(pl.col("date") == newest_day).select(pl.col(ts).max()).collect().item() if newest_day else None
     if newest is None:
         return Outcome(False, f"events/{event_type} is empty", {"lag_seconds": float("inf"), "slo_seconds": slo})
     lag = max(0.0, (now_ms - newest) / 1000)

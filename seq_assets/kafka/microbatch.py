@@ -2,7 +2,7 @@
 
 A micro-batch is defined by its offset ranges alone, so re-running it reads the same records.
 Delivery is at least once; rows are exactly once because every write inserts only unseen keys
-(``event_id`` for raw and events, the Kafka coordinates for dead letters). The order of writes is
+(the source's ``event_id_field`` for raw and events, the Kafka coordinates for dead letters). The order of writes is
 dead letters, the late-arrival metric, raw, then events: a run killed in between is simply run again.
 """
 
@@ -188,7 +188,8 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
             res.days["raw/" + source] = sorted(valid.get_column("date").unique().to_list())
 
         result = engine.index(source, valid, LakeContext(lake), ingested_at=now)
-        writes = {et: pool.submit(lake.insert_unseen, "events", et, events) for et, events in result.events.items()}
+        writes = {et: pool.submit(lake.insert_unseen, "events", et, events, key=eid)
+                  for et, events in result.events.items()}
         for et, events in result.events.items():
             res.events_inserted[et] = writes[et].result().inserted or 0
             if events.height:

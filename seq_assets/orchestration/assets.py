@@ -150,6 +150,7 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
         rows = {et: 0 for et in selected}
         days = partition_days(context)
         ctx = LakeContext(engine.lake)
+        src = compiled.sources[source]
         outcomes: dict[tuple[str, str], list] = {}
         last: dict[str, pl.DataFrame] = {}
         for day, _ in engine.index_batch_days(source, days, selected, ctx):
@@ -159,7 +160,8 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
                 written = written if written is not None else pl.DataFrame(schema=compiled.event_schema(et))
                 rows[et] += written.height
                 last[et] = written
-                outcomes.setdefault((et, "event_id_unique"), []).append((day, quality.uniqueness(written)))
+                outcomes.setdefault((et, "event_id_unique"), []).append(
+                    (day, quality.uniqueness(written, src["event_id_field"])))
                 outcomes.setdefault((et, "complete_vs_raw"), []).append(
                     (day, quality.completeness(compiled, et, raw, written, engine.lake, day)))
                 outcomes.setdefault((et, "enrichment_coverage"), []).append((day, quality.coverage(compiled, et, written)))
@@ -174,12 +176,12 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
                 metadata=table_metadata(
                     engine.lake.stats("events", et),
                     rows=dg.MetadataValue.int(rows[et]),
-                    users=dg.MetadataValue.int(df.get_column("user_id").n_unique() if df.height else 0),
+                    users=dg.MetadataValue.int(df.get_column(src["user_field"]).n_unique() if df.height else 0),
                     days=_day_label(days),
                     completeness=dg.MetadataValue.float(float(done["completeness"])),
                     late_arrivals=dg.MetadataValue.int(int(done.get("late_arrivals", 0))),
                     **{k: dg.MetadataValue.float(v) for k, v in cov.items() if k.startswith("coverage_")},
-                    preview=preview_md(df.drop("item_embedding", strict=False)),
+                    preview=preview_md(df.select(c for c, t in df.schema.items() if not isinstance(t, pl.List))),
                 ),
                 check_results=[_check_result(key("events", et), name, outcomes[(et, name)])
                                for name in EVENT_CHECKS if (et, name) in wanted_checks],
@@ -190,6 +192,8 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
 
 def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     f = compiled.features[table]
+    user = compiled.user_field(f)
+    stored = compiled.stored_fields(f)
 
     checks = [dg.AssetCheckSpec(name, asset=key("sequences", table), blocking=True) for name in SEQUENCE_CHECKS]
     predecessor = f"{f['name']}_v{f['version'] - 1}"
@@ -221,14 +225,14 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
         invariants = []
         for day, seqs, _ in engine.sequences_days(table, days):
             written = engine.lake.read("sequences", table, days=[day])
-            invariants.append((day, quality.sequence_invariants(f, written, day)))
+            invariants.append((day, quality.sequence_invariants(f, written, day, user)))
             context.log.info(f"{table} {day}: {seqs.height} users")
         drift = [(days[-1], quality.table_schema_drift(engine.lake, "sequences", table, compiled.sequence_schema(f)))]
         check_results = [_check_result(key("sequences", table), "sequence_invariants", invariants),
                          _check_result(key("sequences", table), "schema_matches_definition", drift)]
         if shadow:
             check_results.append(_shadow_result(engine.lake, predecessor, table, days, shadow))
-        lengths = seqs.get_column("event_id").list.len() if seqs.height else pl.Series([0])
+        lengths = seqs.get_column(stored[0]).list.len() if seqs.height else pl.Series([0])
         return dg.MaterializeResult(metadata=table_metadata(
             engine.lake.stats("sequences", table),
             users=dg.MetadataValue.int(seqs.height),
@@ -236,8 +240,8 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
             mean_length=dg.MetadataValue.float(float(lengths.mean() or 0.0)),
             max_length=dg.MetadataValue.int(int(lengths.max() or 0)),
             users_at_cap=dg.MetadataValue.int(int((lengths >= f["max_length"]).sum())),
-            preview=preview_md(seqs.select("user_id", "date", "event_id", "event_type", "ts").with_columns(
-                pl.col("event_id", "event_type", "ts").list.head(3))) if seqs.height else "empty",
+            preview=preview_md(seqs.select(user, "date", *stored[:4]).with_columns(
+                pl.col(stored[:4]).list.head(3))) if seqs.height else "empty",
         ), check_results=check_results)
 
     return _sequences

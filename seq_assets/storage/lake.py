@@ -272,7 +272,7 @@ class Lake:
                                              storage_options=self.storage_options), what=f"append {kind}/{name}")
         return WriteInfo(rows=df.height, version=self.table(kind, name).version())
 
-    def insert_unseen(self, kind: str, name: str, df: pl.DataFrame, key: str = "event_id") -> WriteInfo:
+    def insert_unseen(self, kind: str, name: str, df: pl.DataFrame, key: str) -> WriteInfo:
         """Insert rows whose ``key`` is not in the table yet: a re-delivered batch changes nothing.
 
         The merge is pruned to the days the batch touches, and inserts only, so it adds files

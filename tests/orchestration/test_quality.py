@@ -338,13 +338,13 @@ def test_schema_check_fails_in_the_run_on_an_extra_column(broken):
 
 def test_uniqueness_fails_on_a_duplicated_event(broken):
     events = broken.read("events", "pin_save", days=[D2])
-    assert quality.uniqueness(events).passed
+    assert quality.uniqueness(events, "event_id").passed
     append_rows(broken.uri("events", "pin_save"), events.sample(1, seed=3))
-    out = quality.uniqueness(broken.read("events", "pin_save", days=[D2]))
+    out = quality.uniqueness(broken.read("events", "pin_save", days=[D2]), "event_id")
     assert not out.passed
     assert out.metadata == {"rows": events.height + 1, "duplicates": 1}
     assert "1 duplicated event_id" in out.description
-    assert quality.uniqueness(pl.DataFrame(schema={"event_id": pl.String})).passed
+    assert quality.uniqueness(pl.DataFrame(schema={"event_id": pl.String}), "event_id").passed
 
 
 # ---- sequence invariants: an unsorted, a too long and an out-of-window sequence ------------------
@@ -359,7 +359,7 @@ def _reversed(df: pl.DataFrame) -> pl.DataFrame:
 def test_sequence_invariants_hold_on_the_good_lake(compiled, good_lake_ro, feature):
     f = compiled.features[feature]
     for day in DAYS:
-        out = quality.sequence_invariants(f, good_lake_ro.read("sequences", feature, days=[day]), day)
+        out = quality.sequence_invariants(f, good_lake_ro.read("sequences", feature, days=[day]), day, "user_id")
         assert out.passed, (feature, day, out.description)
         assert out.metadata["users"] > 50
 
@@ -370,28 +370,28 @@ def test_sequence_invariants_fail_on_broken_sequences(compiled, good_lake_ro):
     multi = seqs.filter(pl.col("event_id").list.len() > 1)
     assert multi.height > 10
 
-    unsorted = quality.sequence_invariants(f, pl.concat([seqs.filter(pl.col("event_id").list.len() <= 1), _reversed(multi)]), D3)
+    unsorted = quality.sequence_invariants(f, pl.concat([seqs.filter(pl.col("event_id").list.len() <= 1), _reversed(multi)]), D3, "user_id")
     assert not unsorted.passed and unsorted.metadata["out_of_order"] > 0
     assert "out of order" in unsorted.description
 
-    one_user = quality.sequence_invariants(f, pl.concat([seqs.slice(0, 0), _reversed(multi.head(1))]), D3)
+    one_user = quality.sequence_invariants(f, pl.concat([seqs.slice(0, 0), _reversed(multi.head(1))]), D3, "user_id")
     assert not one_user.passed and one_user.metadata["out_of_order"] == multi.head(1)["event_id"].list.len().item() - 1
 
-    too_long = quality.sequence_invariants(dict(f, max_length=3), seqs, D3)
+    too_long = quality.sequence_invariants(dict(f, max_length=3), seqs, D3, "user_id")
     assert not too_long.passed
     assert too_long.metadata["too_long"] == seqs.filter(pl.col("event_id").list.len() > 3).height > 0
     assert "longer than N" in too_long.description
 
     # Day 3's sequences hold events of days 1-3: a one-day window leaves the older ones outside.
-    narrow = quality.sequence_invariants(dict(f, window_days=1), seqs, D3)
+    narrow = quality.sequence_invariants(dict(f, window_days=1), seqs, D3, "user_id")
     assert not narrow.passed and narrow.metadata["outside_window"] > 0
     # Checked as of day 2, day 3's events lie in its future.
-    future = quality.sequence_invariants(f, seqs, D2)
+    future = quality.sequence_invariants(f, seqs, D2, "user_id")
     assert not future.passed and future.metadata["outside_window"] > 0
 
     dup = multi.head(1).with_columns([pl.col(c).list.concat(pl.col(c).list.tail(1))
                                       for c, t in multi.schema.items() if isinstance(t, pl.List)])
-    dupped = quality.sequence_invariants(f, dup, D3)
+    dupped = quality.sequence_invariants(f, dup, D3, "user_id")
     assert not dupped.passed and dupped.metadata["duplicated"] == 1
 
 

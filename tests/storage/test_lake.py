@@ -108,7 +108,7 @@ def test_a_replace_racing_inserts_into_the_same_day_loses_nothing(lake):
         i = 0
         while not stop.is_set() and i < 15:
             eid = f"s{i}"
-            lake.insert_unseen("events", "t", frame(D1, [eid], n0=1000 + i))
+            lake.insert_unseen("events", "t", frame(D1, [eid], n0=1000 + i), key="event_id")
             inserted.append(eid)
             i += 1
 
@@ -138,7 +138,7 @@ def test_a_replace_removes_what_was_committed_under_it_so_no_row_is_doubled(lake
     def commit_with_a_writer_slipping_in(self, actions, mode, *args, **kwargs):
         if mode == "overwrite" and not slipped:
             # Another writer commits to the day after this transaction's version was read.
-            other.insert_unseen("events", "t", frame(D1, ["b", "c"], n0=100))
+            other.insert_unseen("events", "t", frame(D1, ["b", "c"], n0=100), key="event_id")
             slipped.append(other.table("events", "t").version())
         return real(self, actions, mode, *args, **kwargs)
 
