@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from seq_assets.core.kernel import EVENT_TYPE, USER
+from seq_assets.core.kernel import EVENT_TYPE
 from signal_defs.compile import enrichment_columns
 
 _SCALARS = {
@@ -146,7 +146,7 @@ class Compiled:
 
     def sequence_schema(self, feature: dict) -> dict[str, pl.DataType]:
         ets = [self.event_schema(et) for et in feature["event_types"]]
-        cols: dict[str, Any] = {USER: pl.Int64}
+        cols: dict[str, Any] = {self.user_field(feature): self.user_type(feature)}
         for f in self.stored_fields(feature):
             cols[f] = pl.List(next(s[f] for s in ets if f in s))
         cols["date"] = pl.Date

@@ -394,7 +394,8 @@ class Engine:
         schema = self.compiled.sequence_schema(feature)
         end_ms = end_of_day_ms(day)
         first_day = day - timedelta(days=feature["window_days"] - 1)
-        cols = rule_columns(feature, fields)
+        user = self.compiled.user_field(feature)
+        cols = rule_columns(feature, fields, user)
         src = self.compiled.source_of(feature)
         extend = (previous is not None and previous.day == day - timedelta(days=1)
                   and extendable(feature, fields, src["event_id_field"], src["time_field"]))
@@ -411,10 +412,10 @@ class Engine:
             seqs = pl.DataFrame(schema=schema)
         elif extend:
             today = pl.concat([lf.filter(pl.col("date") == day).select(cols) for lf in scans], how="vertical_relaxed")
-            seqs = extend_sequences(feature, previous.seqs, today, end_ms, fields, day)
+            seqs = extend_sequences(feature, previous.seqs, today, end_ms, fields, day, user=user)
         else:
             window = pl.concat([lf.select(cols) for lf in scans], how="vertical_relaxed")
-            seqs = assemble_sequences(feature, window, end_ms, fields, day)
+            seqs = assemble_sequences(feature, window, end_ms, fields, day, user=user)
         seqs = seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
         return _Built(day, seqs, files, extended=bool(scans) and extend)
 
