@@ -1,8 +1,14 @@
 """The analysis queries: plain functions of a DuckDB connection holding the lake views.
 
 Each returns a polars frame with a fixed schema (``SCHEMAS``), one row group per ``date``. The
-analysis assets (``seq_assets.analysis``) store them as Delta; ``seqctl report`` plots them. This
-module does not import Dagster, so the command line stays quick.
+analysis assets (``seq_assets.orchestration.analysis_assets``) store them as Delta; ``seqctl report``
+plots them. This module does not import Dagster, so the command line stays quick.
+
+Every query takes its column names from the compiled definitions, so it works for any project: the
+event time is the source's ``time_field`` (epoch ms in the lake), a sequence's length is that of one
+of its stored list columns, coverage covers each event type's own index-time enrichments. The action
+mix is the demo's: it reads the sources that have ``action``, ``surface`` and ``country`` fields
+(``ACTION_MIX_FIELDS``; bots excluded when there is a boolean ``is_bot``) and is empty without any.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "stream_lag": {"events": pl.Int64, "p50_lag_s": pl.Float64, "p99_lag_s": pl.Float64, "date": pl.Date},
 }
 TABLES = ("sequence_lengths", "action_mix", "late_arrival_lag", "enrichment_coverage")
+ACTION_MIX_FIELDS = ("action", "surface", "country")
 
 
 def _days_sql(days) -> str:
@@ -72,20 +79,29 @@ def _run(conn, name: str, parts: list[str], order: str) -> pl.DataFrame:
 def sequence_lengths(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Users per sequence length, per feature table and day."""
     parts = []
-    for table, _ in _present(conn, "sequences", compiled.features):
+    for table, cols in _present(conn, "sequences", compiled.features):
         f = compiled.features[table]
-        stored = compiled.stored_fields(f)
+        stored = [c for c in compiled.stored_fields(f) if c in cols]
+        if not stored:  # every field is joined at serving time: no list to measure
+            continue
         col = f["ordering"]["by"] if f["ordering"]["by"] in stored else stored[0]
         parts.append(f"SELECT {_s(table)} AS feature, len({_q(col)}) AS length, count(*) AS users, date "
                      f"FROM sequences.{_q(table)} WHERE date IN ({_days_sql(days)}) GROUP BY ALL")
     return _run(conn, "sequence_lengths", parts, "date, feature, length")
 
 
+def action_mix_sources(compiled: Compiled) -> list[str]:
+    """The sources whose schema has the action mix's fields."""
+    return [name for name, s in compiled.sources.items() if set(ACTION_MIX_FIELDS) <= set(s["schema"])]
+
+
 def action_mix(conn, compiled: Compiled, days) -> pl.DataFrame:
-    """Events per action within each surface and country (bots excluded), per source and day."""
+    """Events per action within each surface and country (bots excluded), per source and day; empty
+    when no source has those fields."""
     parts = []
-    for source, cols in _present(conn, "raw", compiled.sources, needs=("action", "surface", "country")):
-        humans = " AND NOT coalesce(is_bot, false)" if "is_bot" in cols else ""
+    for source, cols in _present(conn, "raw", action_mix_sources(compiled), needs=ACTION_MIX_FIELDS):
+        humans = " AND NOT coalesce(is_bot, false)" if compiled.sources[source]["schema"].get("is_bot") == "bool" \
+            and "is_bot" in cols else ""
         parts.append(
             f"SELECT {_s(source)} AS source, surface, country, action, count(*) AS events, "
             f"count(*) / sum(count(*)) OVER (PARTITION BY date, surface, country) AS share, date "
@@ -99,8 +115,9 @@ def late_arrival_lag(conn, compiled: Compiled, days) -> pl.DataFrame:
     Stream rows also carry the Kafka timestamp (``arrived_at``): their lag percentiles are in seconds.
     """
     parts = []
-    for source, _ in _present(conn, "raw", compiled.sources, needs=("arrival_date",)):
-        lag_ms = f"epoch_ms(arrived_at) - {_q(compiled.sources[source]['time_field'])}"
+    for source, cols in _present(conn, "raw", compiled.sources, needs=("arrival_date",)):
+        lag_ms = (f"epoch_ms(arrived_at) - {_q(compiled.sources[source]['time_field'])}" if "arrived_at" in cols
+                  else "NULL::BIGINT")
         parts.append(
             f"SELECT {_s(source)} AS source, origin, date_diff('day', date, arrival_date) AS lag_days, "
             f"count(*) AS events, count(*) / sum(count(*)) OVER (PARTITION BY date) AS share, "
@@ -147,8 +164,11 @@ def enrichment_coverage(conn, compiled: Compiled, days) -> pl.DataFrame:
 def events_per_hour(conn, compiled: Compiled, days) -> pl.DataFrame:
     """Events per UTC hour of event time, per event type and day."""
     parts = []
-    for et, _ in _present(conn, "events", compiled.event_types):
-        ts = _q(compiled.sources[compiled.event_types[et]["source"]]["time_field"])
+    for et, cols in _present(conn, "events", compiled.event_types):
+        time_field = compiled.sources[compiled.event_types[et]["source"]]["time_field"]
+        if time_field not in cols:
+            continue
+        ts = _q(time_field)
         parts.append(f"SELECT {_s(et)} AS event_type, hour(epoch_ms({ts})) AS hour, count(*) AS events, date "
                      f"FROM events.{_q(et)} WHERE date IN ({_days_sql(days)}) GROUP BY ALL")
     return _run(conn, "events_per_hour", parts, "date, event_type, hour")

@@ -3,7 +3,8 @@
     from seq_assets.analysis.report import write_report
     write_report("2026-03-02", "report.html")
 
-Four plots, each computed with DuckDB over the lake views (the queries of ``seq_assets.analysis_queries``):
+Four plots, each computed with DuckDB over the lake views (the queries of ``seq_assets.analysis.queries``,
+which take their columns from the compiled definitions, so any project's lake renders):
 sequence length histogram per feature, events per hour per event type, late-arrival lag per day
 (the days up to the report day), and enrichment coverage per event type. plotly.js is inlined once,
 so the page opens offline.
@@ -44,7 +45,7 @@ def report_data(day, lake: Lake, compiled: Compiled, history_days: int = 7) -> d
         late_events_recorded,
         sequence_lengths,
     )
-    from seq_assets.sql import connect
+    from seq_assets.storage.sql import connect
 
     day = _day(day)
     history = [day - timedelta(days=i) for i in range(history_days - 1, -1, -1)]

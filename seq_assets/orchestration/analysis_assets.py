@@ -5,15 +5,17 @@
 
 - ``analysis/sequence_lengths``: users per sequence length, per feature and day.
 - ``analysis/action_mix``: events per action, surface and country (bots excluded), with the share
-  of each action within its surface and country.
+  of each action within its surface and country, for the sources that have those fields (the
+  demo's); empty partitions for a project without them.
 - ``analysis/late_arrival_lag``: events per source, day, origin and lag in days between the event
   day and the day it was delivered (``arrival_date``), with stream lag percentiles in seconds.
 - ``analysis/enrichment_coverage``: share of events carrying each index-time enrichment column,
   per event type and day, against the enrichment's ``min_coverage``.
 
-The queries are plain functions of a DuckDB connection in ``seq_assets.analysis_queries`` (``seqctl
-report`` uses them too); the assets add the resource, the Delta write and the metadata the Dagster
-UI shows and plots.
+The queries are plain functions of a DuckDB connection in ``seq_assets.analysis.queries`` (``seqctl
+report`` uses them too) and take every column name from the compiled definitions, so the assets work
+for any project; they add the resource, the Delta write and the metadata the Dagster UI shows and
+plots.
 """
 
 
@@ -26,6 +28,7 @@ from seq_assets.analysis.queries import (
     READS,
     SCHEMAS,
     TABLES,
+    action_mix_sources,
     late_events_recorded,
     stream_lag,
 )
@@ -155,7 +158,9 @@ DESCRIPTIONS = {
 def _deps(compiled: Compiled, name: str) -> list[dg.AssetKey]:
     if name == "sequence_lengths":
         return [dg.AssetKey(["sequences", t]) for t in compiled.features]
-    if name in ("action_mix", "late_arrival_lag"):
+    if name == "action_mix":
+        return [dg.AssetKey(["raw", s]) for s in action_mix_sources(compiled)]
+    if name == "late_arrival_lag":
         return [dg.AssetKey(["raw", s]) for s in compiled.sources]
     return [dg.AssetKey(["events", et]) for et in compiled.event_types]
 
