@@ -90,6 +90,6 @@ def test_the_sources_user_field_is_a_sequence_column_not_a_feature_field():
     # user_id means nothing special to this project.
     src = ratings_source()
     renamed = replace(src, schema={**src.schema, "user_id": "string"})
-    liked = reg.of_kind("event_type")[0]
+    liked = replace(reg.of_kind("event_type")[0], enrichments=())
     ok = Registry().add(renamed, liked, replace(_feature(reg), fields=("rating_id", "event_time", "user_id")))
     assert validate(ok) is None

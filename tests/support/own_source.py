@@ -8,13 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from signal_defs import EventType, Lifecycle, Registry, SequenceFeature, Source, col
+from signal_defs import CounterEnrichment, EventType, Lifecycle, Registry, SequenceFeature, Source, col
 
 SOURCE = "ratings"
 RATING_ID = "rating_id"
 USER = "uid"
 TIME = "event_time"
 FIELDS = ("rating_id", "event_time", "movie_id", "rating")
+COUNTER = "ratings_7d"  # the member's ratings in the 7 days before the event
+COUNTER_DAYS = 7
 
 
 def ratings_source(time_type: str = "int64", time_unit: str = "s", **changes) -> Source:
@@ -28,13 +30,17 @@ def ratings_source(time_type: str = "int64", time_unit: str = "s", **changes) ->
 
 def ratings_registry(time_type: str = "int64", time_unit: str = "s", max_length: int = 5,
                      window_days: int = 3) -> Registry:
-    """The source, an event type keeping ratings of 4 and 5 (``liked``), and ``liked_movies`` v1
-    with the ordering and dedup key left to their defaults."""
-    liked = EventType(name="liked", source=SOURCE, filter=col("rating") >= 4, late_arrival_days=1)
+    """The source, a counter of each member's ratings, an event type keeping ratings of 4 and 5
+    (``liked``, with the counter), and ``liked_movies`` v1 with the ordering and dedup key left to
+    their defaults."""
+    counter = CounterEnrichment(name=COUNTER, source=SOURCE, keys=("uid",), window_days=COUNTER_DAYS,
+                                counts=col("rating") >= 1)
+    liked = EventType(name="liked", source=SOURCE, filter=col("rating") >= 4, enrichments=(COUNTER,),
+                      late_arrival_days=1)
     feature = SequenceFeature(name="liked_movies", version=1, event_types=("liked",), fields=FIELDS,
                               max_length=max_length, window_days=window_days, owner="recs",
                               lifecycle=Lifecycle.EXPERIMENTAL)
-    return Registry().add(ratings_source(time_type, time_unit), liked, feature)
+    return Registry().add(ratings_source(time_type, time_unit), counter, liked, feature)
 
 
 def rating_id(uid, movie_id, event_time_ms) -> str:
