@@ -19,7 +19,7 @@ def source(name: str = EXAMPLE_SOURCE) -> str:
     name="{name}",  # lower_snake_case, unique among sources; raw/<name> in the lake
     topic="{name}",  # the Kafka topic of the stream; one source per topic
     batch_location="{name}",  # batch files: <SEQ_LANDING_DIR>/<batch_location>/arrival_date=YYYY-MM-DD/*.jsonl
-    schema={{  # every field of a record -> its type: string, int64, float32, float64, bool, list_of("float32", 32)
+    schema={{  # every field of a record -> its type: string, int64, float32, float64, bool, timestamp, list_of("float32", 32)
         "rating_id": "string",
         "member_id": "int64",
         "title_id": "int64",
@@ -31,7 +31,7 @@ def source(name: str = EXAMPLE_SOURCE) -> str:
     event_id_field="rating_id",  # the unique id of an event (deduplication)
     event_id_from=(),  # no id in the records: the fields a stable id is derived from, e.g. ("member_id", "title_id", "rated_at")
     user_field="member_id",  # whose sequence the event belongs to
-    time_field="rated_at",  # event time, an int64 since the epoch
+    time_field="rated_at",  # event time: an int64 since the epoch, or a "timestamp" field (ISO 8601); the lake keeps epoch ms
     time_unit="ms",  # unit of time_field: "ms", "s" or "us"
     batch_format="jsonl",  # batch files as "jsonl", "csv" or "parquet"; or "delta": batch_location is a Delta table read by event day
     retention_days=400,  # retention of raw/{name}, in days
@@ -68,8 +68,8 @@ def feature(name: str = EXAMPLE_FEATURE, event_types: tuple[str, ...] = (EXAMPLE
     window_days=180,  # only events of the last window_days days
     owner="my-team",  # who answers for it
     lifecycle=Lifecycle.EXPERIMENTAL,  # EXPERIMENTAL, PRODUCTION (version-locked) or DEPRECATED
-    dedup_key=("rating_id",),  # events with the same key are one event (the newest copy is kept)
-    ordering=Ordering(by="rated_at", descending=True, tie_break="rating_id"),  # newest first; equal times by tie_break ascending
+    dedup_key=("rating_id",),  # events with the same key are one event (the newest copy is kept); default: the source's event id
+    ordering=Ordering(by="rated_at", descending=True, tie_break="rating_id"),  # newest first, ties ascending; default: time, id
     description="The last 200 ratings of a member within 180 days.",  # what the sequence is for
 )
 '''
