@@ -202,6 +202,8 @@ class Engine:
             name = "/".join(path.rsplit("/", 2)[-2:])
             arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
             rows = self._landing().read_batch_file(path, fmt)
+            if rows.is_empty():
+                continue
             if fmt == "jsonl":
                 value = pl.col("value")
                 time_text = value.str.extract(r'"' + re.escape(tf) + r'"\s*:\s*("[^"\\]*"|-?\d+)\s*[,}]').str.strip_chars('"')

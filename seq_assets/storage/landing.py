@@ -43,12 +43,13 @@ class Landing:
     def read_batch_file(path: str, fmt: str) -> pl.DataFrame:
         """One batch file as it is: the lines of a ``jsonl`` file (column ``value``), the rows of a
         ``csv`` file (header row; every column as text, an empty cell null; cells past the header's
-        columns are dropped, missing ones null; blank lines skipped) or of a ``parquet`` file."""
+        columns are dropped, missing ones null; blank lines skipped; an empty file has no rows) or of
+        a ``parquet`` file."""
         try:
             if fmt == "jsonl":
                 return pl.read_lines(path, name="value")
             if fmt == "csv":
-                rows = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+                rows = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True, raise_if_empty=False)
                 return rows.filter(~pl.all_horizontal(pl.all().is_null())) if rows.width else rows
             if fmt == "parquet":
                 return pl.read_parquet(path)

@@ -149,13 +149,14 @@ def write_csv(landing: Path) -> None:
                 w.writerow(FIELDS)
                 w.writerows([csv_cell(r[c]) for c in FIELDS] for r in rows)
         (folder / "notes.txt").write_text("not a batch file")
+    (landing / LOCATION / f"arrival_date={DAY.isoformat()}" / "part-9.csv").write_text("")  # an empty file
 
 
 def test_csv_files_by_arrival_day(tmp_path):
     write_csv(tmp_path / "landing")
     eng = engine(tmp_path, registry("csv", time_unit="s"))
     out = eng.write_raw_batch_day(SOURCE, DAY)
-    assert out["files"] == 4 and out["rows"] == len(GOOD) and out["duplicates_dropped"] == 1
+    assert out["files"] == 5 and out["rows"] == len(GOOD) and out["duplicates_dropped"] == 1
     assert out["dead_letters"] == len(DEAD)
     check_raw(eng, expected_raw(lambda arrival, name, i: f"batch:{name}.csv:{i}"))
     # The dead letter is the row as the file had it: every cell text, an empty cell null.
