@@ -144,10 +144,12 @@ class Compiled:
         serving = {c for e in self.lookups("serving") for c in e["columns"]}
         return [f for f in feature["fields"] if f not in serving]
 
-    def sequence_schema(self, feature: dict) -> dict[str, pl.DataType]:
+    def sequence_schema(self, feature: dict, fields: list[str] | None = None) -> dict[str, pl.DataType]:
+        """Columns of ``sequences/<feature>_v<version>``: the user (named and typed by the source), one
+        list per stored field (or per event column of ``fields``), ``date``."""
         ets = [self.event_schema(et) for et in feature["event_types"]]
         cols: dict[str, Any] = {self.user_field(feature): self.user_type(feature)}
-        for f in self.stored_fields(feature):
+        for f in self.stored_fields(feature) if fields is None else fields:
             cols[f] = pl.List(next(s[f] for s in ets if f in s))
         cols["date"] = pl.Date
         return cols

@@ -379,11 +379,13 @@ class Engine:
 
     # ---- sequences --------------------------------------------------------------------------
 
-    def build_sequences_day(self, feature_table: str, day: date) -> pl.DataFrame:
-        """The feature's sequences as of the end of ``day``, from ``events/`` inside its window."""
-        return self._build_sequences(feature_table, day, None).seqs
+    def build_sequences_day(self, feature_table: str, day: date, fields: list[str] | None = None) -> pl.DataFrame:
+        """The feature's sequences as of the end of ``day``, from ``events/`` inside its window: its
+        stored fields, or a list column per event column of ``fields``."""
+        return self._build_sequences(feature_table, day, None, fields).seqs
 
-    def _build_sequences(self, feature_table: str, day: date, previous: "_Built | None") -> "_Built":
+    def _build_sequences(self, feature_table: str, day: date, previous: "_Built | None",
+                         fields: list[str] | None = None) -> "_Built":
         """Build one day, from the day before when ``previous`` holds it and is still current.
 
         ``previous`` is current when the events files of the days both windows share are exactly
@@ -392,8 +394,8 @@ class Engine:
         rebuilt from the whole window.
         """
         feature = self.compiled.features[feature_table]
-        fields = self.compiled.stored_fields(feature)
-        schema = self.compiled.sequence_schema(feature)
+        schema = self.compiled.sequence_schema(feature, fields)
+        fields = self.compiled.stored_fields(feature) if fields is None else list(fields)
         end_ms = end_of_day_ms(day)
         first_day = day - timedelta(days=feature["window_days"] - 1)
         user = self.compiled.user_field(feature)
