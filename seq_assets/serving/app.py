@@ -89,13 +89,7 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         feature = request.path_params["feature"]
 
         async def work(tenant: Tenant):
-            raw = request.path_params["user_id"]
-            try:
-                user_id = int(raw)
-            except ValueError:
-                raise RequestError(400, f"user_id must be an integer, got {raw!r}") from None
-            if not -(2**63) <= user_id < 2**63:
-                raise RequestError(400, f"user_id {raw} is out of range (a 64-bit integer)")
+            user_id = service.user_id(feature, request.path_params["user_id"])  # the feature's user type
             opts = options(request, tenant)
             req = service.parse(feature, **opts)
             return await scheduler.submit(tenant, lambda: service.run(req, user_id))
@@ -115,8 +109,7 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
             ids = body["user_ids"]
             if len(ids) > MAX_BATCH_USERS:
                 raise RequestError(400, f"at most {MAX_BATCH_USERS} user_ids per batch, got {len(ids)}")
-            if not all(isinstance(u, int) and not isinstance(u, bool) for u in ids):
-                raise RequestError(400, "user_ids must be integers")
+            ids = [service.user_id(feature, u, batch=True) for u in ids]
             fields = body.get("fields")
             if isinstance(fields, list):
                 body["fields"] = ",".join(map(str, fields))

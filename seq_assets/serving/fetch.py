@@ -16,6 +16,8 @@ import polars as pl
 
 from seq_assets.core import kernel
 from seq_assets.core.compiled import Compiled
+from seq_assets.core.days import end_of_day_ms
+from seq_assets.core.engine import Engine
 from seq_assets.serving.columns import (
     Events,
     column_to_numpy,
@@ -34,13 +36,20 @@ class Snapshot:
         self.written_ms = written_ms  # when the partition was written: events indexed later are fresh
 
     @classmethod
-    def empty(cls, fields: list[str], schema: dict, widths: dict[str, int] | None = None) -> "Snapshot":
+    def empty(cls, fields: list[str], schema: dict, widths: dict[str, int] | None = None,
+              user: str = kernel.USER) -> "Snapshot":
+        """No users yet; ``schema`` is the feature's sequence schema, whose ``user`` column types the ids."""
         df = pl.DataFrame(schema={f: schema[f].inner for f in fields})
-        return cls(None, np.zeros(0, np.int64), np.zeros(1, np.int64), frame_to_events(df, fields, widths))
+        user_ids = pl.Series(user, [], dtype=schema.get(user, pl.Int64)).to_numpy()
+        return cls(None, user_ids, np.zeros(1, np.int64), frame_to_events(df, fields, widths))
 
     @classmethod
     def load(cls, lake: Lake, table: str, day: date, fields: list[str],
-             widths: dict[str, int] | None = None) -> "Snapshot":
+             widths: dict[str, int] | None = None, user: str = kernel.USER,
+             built: pl.DataFrame | None = None) -> "Snapshot":
+        """The day's partition of ``sequences/<table>``; ``user`` names its user column (int64 or
+        string ids; sorted either way, so a fetch is one binary search). ``built`` stands in for the
+        partition's rows (the same layout) when given; the partition still dates the snapshot."""
         t = lake.table("sequences", table)
         adds = add_actions(t)
         written = adds.filter(pl.col("partition.date") == day).get_column("modification_time").max()
@@ -48,16 +57,17 @@ class Snapshot:
         # alive at once, never those of every field (embeddings dominate the peak memory).
         # Every read goes through the same table version ``t``, so the columns line up row for row.
         part = pl.scan_delta(t).filter(pl.col("date") == day)
-        keys = part.select(kernel.USER, fields[0]).collect().with_row_index("_row")
-        keys = keys.sort(kernel.USER)
+        read = built.select if built is not None else (lambda *cols: part.select(*cols).collect())
+        keys = read(user, fields[0]).with_row_index("_row")
+        keys = keys.sort(user)
         order = keys.get_column("_row")
         lengths = keys.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        user_ids = keys.get_column(kernel.USER).to_numpy()
+        user_ids = keys.get_column(user).to_numpy()
         del keys
         cols, valid = {}, {}
         for f in fields:
-            nested = part.select(f).collect().get_column(f).gather(order)
+            nested = read(f).get_column(f).gather(order)
             flat = nested.explode(empty_as_null=False) if len(nested) else nested.explode()
             del nested
             arr, v = column_to_numpy(flat, (widths or {}).get(f))
@@ -67,7 +77,7 @@ class Snapshot:
                 valid[f] = v
         return cls(day, user_ids, offsets, Events(cols, valid), None if written is None else int(written))
 
-    def slice(self, user_id: int) -> Events:
+    def slice(self, user_id: int | str) -> Events:
         i = int(np.searchsorted(self.user_ids, user_id))
         if i >= len(self.user_ids) or self.user_ids[i] != user_id:
             return self.events.take(slice(0, 0))
@@ -93,8 +103,10 @@ class FreshEvents:
         self.event_id, self.time = event_id, time
         o = feature["ordering"]
         self.copy_key = list(dict.fromkeys([event_id, o["by"], o["tie_break"]]))
+        # The event id and time are kept beside the fields (copies and drop_held need them).
+        self.keep = list(dict.fromkeys([user, *fields, event_id, time]))
         self.frame: pl.DataFrame | None = None
-        self.by_user: dict[int, Events] = {}
+        self.by_user: dict[int | str, Events] = {}
         self.newest_ts: int | None = None
 
     def add(self, df: pl.DataFrame) -> int:
@@ -102,7 +114,7 @@ class FreshEvents:
         if df.is_empty():
             return 0
         user = self.user
-        df = df.select(user, *self.fields)
+        df = df.select([c for c in self.keep if c in df.columns])
         before = 0 if self.frame is None else self.frame.height
         merged = df if self.frame is None else pl.concat([self.frame, df], how="vertical_relaxed")
         merged = merged.unique(subset=self.copy_key, keep="first", maintain_order=True)
@@ -114,7 +126,7 @@ class FreshEvents:
         keys, desc = kernel.order_keys(self.feature, user)
         part = merged.filter(pl.col(user).is_in(touched.implode())).sort(keys, descending=desc)
         for (uid,), g in part.group_by(user, maintain_order=True):
-            self.by_user[int(uid)] = frame_to_events(g, self.fields, self.widths)
+            self.by_user[uid] = frame_to_events(g, self.fields, self.widths)
         ts_max = int(df.get_column(self.time).max())
         self.newest_ts = ts_max if self.newest_ts is None else max(self.newest_ts, ts_max)
         return added
@@ -123,12 +135,15 @@ class FreshEvents:
         """Forget events a newer snapshot now holds; late events it does not hold yet stay."""
         if self.frame is None or snapshot.day is None:
             return
-        held = pl.Series(self.event_id, snapshot.events.cols[self.event_id], dtype=pl.String)
-        keep = self.frame.filter(~pl.col(self.event_id).is_in(held.implode()))
+        if self.event_id in snapshot.events.cols:
+            held = pl.Series(self.event_id, snapshot.events.cols[self.event_id], dtype=self.frame.schema[self.event_id])
+            keep = self.frame.filter(~pl.col(self.event_id).is_in(held.implode()))
+        else:  # the feature does not store its event id: the snapshot holds what happened before its end
+            keep = self.frame.filter(pl.col(self.time) >= end_of_day_ms(snapshot.day))
         self.frame, self.by_user, self.newest_ts = None, {}, None
         self.add(keep)
 
-    def get(self, user_id: int) -> Events | None:
+    def get(self, user_id: int | str) -> Events | None:
         return self.by_user.get(user_id)
 
 
@@ -139,15 +154,27 @@ class FeatureStore:
         self.compiled, self.table, self.lake = compiled, table, lake
         self.feature = compiled.features[table]
         self.fields = compiled.stored_fields(self.feature)
-        schema = compiled.sequence_schema(self.feature)
+        self.user, self.user_type = compiled.user_field(self.feature), compiled.user_type(self.feature)
+        # The columns a request reads: the stored fields, and the ordering and dedup columns and the
+        # keys of the feature's serving-time lookups, which a feature need not store (its snapshot is
+        # then built from events/, see load_snapshot).
+        o = self.feature["ordering"]
+        keys = [e["key"] for e in compiled.lookups("serving") if set(e["columns"]) & set(self.feature["fields"])]
+        self.columns = list(dict.fromkeys([*self.fields, o["by"], o["tie_break"], *self.feature["dedup_key"], *keys]))
+        schema = compiled.sequence_schema(self.feature, self.columns)
         self.widths = list_widths(compiled)  # an all-null embedding slice still has the declared width
-        self.snapshot = Snapshot.empty(self.fields, schema, self.widths)
+        self.snapshot = Snapshot.empty(self.columns, schema, self.widths, self.user)
         src = compiled.source_of(self.feature)
-        self.fresh = FreshEvents(self.feature, self.fields, src["event_id_field"], src["time_field"], self.widths)
+        self.sources = {compiled.event_types[et]["source"] for et in self.feature["event_types"]}
+        self.fresh = FreshEvents(self.feature, self.columns, src["event_id_field"], src["time_field"], self.widths,
+                                 self.user)
         self.lock = threading.Lock()
 
     def load_snapshot(self, day: date) -> None:
-        snap = Snapshot.load(self.lake, self.table, day, self.fields, self.widths)
+        built = None
+        if not set(self.columns) <= set(self.fields):  # the table lacks what a request reads
+            built = Engine(self.compiled, self.lake).build_sequences_day(self.table, day, self.columns)
+        snap = Snapshot.load(self.lake, self.table, day, self.columns, self.widths, self.user, built)
         with self.lock:
             self.snapshot = snap
             self.fresh.drop_held(snap)
@@ -158,7 +185,7 @@ class FeatureStore:
         with self.lock:
             return self.fresh.add(events)
 
-    def fetch(self, user_id: int) -> tuple[Events, Events | None]:
+    def fetch(self, user_id: int | str) -> tuple[Events, Events | None]:
         """The user's snapshot slice (newest first) and fresh events (newest first, or None)."""
         with self.lock:
             return self.snapshot.slice(user_id), self.fresh.get(user_id)

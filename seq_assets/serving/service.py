@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+import numpy as np
 import polars as pl
 
 from seq_assets.core.compiled import Compiled
@@ -22,6 +23,7 @@ from seq_assets.serving.fetch import FeatureStore
 from seq_assets.storage.lake import Lake, add_actions, local_path
 
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 FORMATS = ("json", "arrays")
 
@@ -175,7 +177,29 @@ class SequenceService:
             raise RequestError(400, f"unknown format {fmt!r}: use json or arrays")
         return Request(store.table, n, filter_stage.window_start(f, ref, since_ms), end, out_fields, fmt)
 
-    def run(self, req: Request, user_id: int) -> dict:
+    def user_id(self, feature: str, value, batch: bool = False) -> int | str:
+        """``value`` as an id of the feature's users, in their type (int64 or string): a path segment
+        (text) or, with ``batch``, a JSON value of a batch body (an int64 id must be a JSON number
+        there). An id that does not fit is a 400 naming the type the feature expects."""
+        store = self.store(feature)
+        what = "user_ids" if batch else "user_id"
+        if store.user_type == pl.String:
+            if isinstance(value, str):
+                return value
+            raise RequestError(400, f"{what} must be {'strings' if batch else 'a string'} "
+                                    f"(string for feature {store.table}), got {value!r}")
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            number = int(value)
+        elif isinstance(value, str) and not batch and _INTEGER.match(value.strip()):
+            number = int(value)
+        else:
+            raise RequestError(400, f"{what} must be {'integers' if batch else 'an integer'} "
+                                    f"(an int64 for feature {store.table}), got {value!r}")
+        if not -(2**63) <= number < 2**63:
+            raise RequestError(400, f"{what} {value} is out of range (an int64 for feature {store.table})")
+        return number
+
+    def run(self, req: Request, user_id: int | str) -> dict:
         store = self.stores[req.feature]
         snap, fresh = store.fetch(user_id)
         events = filter_stage.apply(snap, fresh, store.feature, req.start_ms, req.end_ms)
@@ -188,12 +212,14 @@ class SequenceService:
             body.update(featurize.to_arrays(events, req.fields, req.n))
         return body
 
-    def get(self, feature: str, user_id: int, **params) -> dict:
-        return self.run(self.parse(feature, **params), int(user_id))
-
-    def get_batch(self, feature: str, user_ids: list[int], **params) -> dict:
+    def get(self, feature: str, user_id: int | str, **params) -> dict:
         req = self.parse(feature, **params)
-        return {"feature": req.feature, "results": [self.run(req, int(u)) for u in user_ids]}
+        return self.run(req, self.user_id(req.feature, user_id))
+
+    def get_batch(self, feature: str, user_ids: list[int] | list[str], **params) -> dict:
+        req = self.parse(feature, **params)
+        ids = [self.user_id(req.feature, u, batch=True) for u in user_ids]
+        return {"feature": req.feature, "results": [self.run(req, u) for u in ids]}
 
     # ---- introspection ----------------------------------------------------------------------
 
@@ -204,7 +230,8 @@ class SequenceService:
         for source in self.compiled.sources:
             newest = None
             for store in self.stores.values():
-                if store.fresh.newest_ts is not None:
+                # Each store's newest event time is read in its source's time field.
+                if store.fresh.newest_ts is not None and source in store.sources:
                     newest = max(newest or 0, store.fresh.newest_ts)
             if self.tail is not None and self.tail.newest_ts.get(source):
                 newest = max(newest or 0, self.tail.newest_ts[source])
@@ -221,8 +248,7 @@ class SequenceService:
                 if c in self.serving_cols:
                     e = next(e for e in self.compiled.lookups("serving") if c in e["columns"])
                     schema[c] = e["columns"][c]
-            sources = {self.compiled.event_types[et]["source"] for et in f["event_types"]}
-            lag = [fresh[s] for s in sources if fresh.get(s) is not None]
+            lag = [fresh[s] for s in store.sources if fresh.get(s) is not None]
             snap_day = store.snapshot.day
             closed_behind = (today_utc() - snap_day).days - 1 if snap_day else None
             out.append({
