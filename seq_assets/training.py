@@ -25,10 +25,23 @@ def _as_day(as_of: date | datetime | str) -> date:
     return date.fromisoformat(str(as_of)[:10])
 
 
-def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] | pl.Series | None = None,
+def _user_ids(compiled: Compiled, feature: dict, users) -> pl.Series:
+    """``users`` (a list or a Series) as ids of the feature's user type (int64 or string); ids of
+    the other kind are refused naming the type the feature expects."""
+    want = compiled.user_type(feature)
+    name = compiled.user_field(feature)
+    values = users.rename(name) if isinstance(users, pl.Series) else pl.Series(name, list(users), strict=False)
+    if values.dtype != pl.Null and values.dtype.is_integer() != want.is_integer():
+        kind = "int64" if want.is_integer() else "string"
+        raise ValueError(f"user ids of {feature['name']}_v{feature['version']} are {kind}, got {values.dtype} ids")
+    return values.cast(want)
+
+
+def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] | list[str] | pl.Series | None = None,
                    fields: list[str] | None = None, lake: Lake | None = None,
                    compiled: Compiled | None = None) -> pl.DataFrame:
-    """The feature's sequences as of the end of day ``as_of``: one row per user, list columns.
+    """The feature's sequences as of the end of day ``as_of``: one row per user (its column named
+    by the feature's source's user field), list columns; ``users`` keeps only those ids.
 
     Only that day's partition is read (partition pruning) and only ``fields`` (column projection).
     """
@@ -41,19 +54,24 @@ def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] 
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} of {table}; stored fields: {stored}")
     lake = lake or settings.lake()
-    cols = [kernel.USER, "date", *fields]
+    user = compiled.user_field(f)
+    cols = [user, "date", *fields]
     lf = lake.scan("sequences", table, days=[_as_day(as_of)], columns=cols)
     if lf is None:
         return pl.DataFrame(schema={k: v for k, v in compiled.sequence_schema(f).items() if k in cols})
     if users is not None:
-        lf = lf.filter(pl.col(kernel.USER).is_in(pl.Series(users, dtype=pl.Int64).implode()))
+        lf = lf.filter(pl.col(user).is_in(_user_ids(compiled, f, users).implode()))
     return lf.collect()
 
 
 def point_in_time_sequences(feature: str, labels: pl.DataFrame, fields: list[str] | None = None,
                             lake: Lake | None = None, compiled: Compiled | None = None,
                             events: pl.DataFrame | None = None) -> pl.DataFrame:
-    """For each label row (``user_id``, ``request_ts`` epoch ms) the sequence as it was just before it.
+    """For each label row (the user, ``request_ts`` epoch ms) the sequence as it was just before it.
+
+    The labels' user column is named by the feature's user field (``Compiled.user_field``) and holds
+    ids of its type; a ``user_id`` column is taken for it when the field has another name and the
+    labels have no such column (the output then names it by the field).
 
     Only events with event time strictly before ``request_ts`` and inside the window count, so a
     label never sees its own or any later event. One sort of the events and two as-of lookups find,
@@ -67,15 +85,17 @@ def point_in_time_sequences(feature: str, labels: pl.DataFrame, fields: list[str
     compiled = compiled or settings.load_compiled()
     f = compiled.feature(feature)
     fields = list(fields) if fields is not None else compiled.stored_fields(f)
-    user, ts = kernel.USER, f["ordering"]["by"]
-    labels = labels.with_columns(pl.col(user).cast(pl.Int64), pl.col("request_ts").cast(pl.Int64))
+    user, ts = compiled.user_field(f), f["ordering"]["by"]
+    if user not in labels.columns and kernel.USER in labels.columns:
+        labels = labels.rename({kernel.USER: user})
+    labels = labels.with_columns(_user_ids(compiled, f, labels.get_column(user)), pl.col("request_ts").cast(pl.Int64))
     if events is None:
-        events = _events_for_labels(compiled, f, labels, kernel.rule_columns(f, fields), lake or settings.lake())
+        events = _events_for_labels(compiled, f, labels, kernel.rule_columns(f, fields, user), lake or settings.lake())
     # The window is per label, so only the event types are checked here; copies are dropped once.
-    events = kernel.drop_copies(f, events.filter(kernel.in_scope(f)))
+    events = kernel.drop_copies(f, events.filter(kernel.in_scope(f)), user)
     # Each user's events in time order: a slice of it, read backwards for a newest-first feature
     # and forwards for an oldest-first one, is that label's sequence in the kernel's order.
-    keys, desc, backwards = kernel.scan_order(f)
+    keys, desc, backwards = kernel.scan_order(f, user)
     ev = events.sort(keys, descending=desc).with_row_index("_pos").with_columns(pl.col("_pos").cast(pl.Int64))
     anchors = ev.select(user, pl.col(ts).alias("_t"), "_pos")
     start, _ = kernel.window_bounds(f, pl.col("request_ts"))
@@ -118,12 +138,13 @@ def _events_for_labels(compiled: Compiled, f: dict, labels: pl.DataFrame, cols: 
         lo, _ = kernel.window_bounds(f, int(labels.get_column("request_ts").min()))
         hi = int(labels.get_column("request_ts").max())
         start, end = day_of_ms(lo), day_of_ms(hi)
-    users = labels.get_column(kernel.USER).unique().implode()
+    user = compiled.user_field(f)
+    users = labels.get_column(user).unique().implode()
     frames = []
     for et in f["event_types"]:
         lf = lake.scan("events", et, start=start, end=end, columns=cols)
         if lf is not None:
-            frames.append(lf.filter(pl.col(kernel.USER).is_in(users)))
+            frames.append(lf.filter(pl.col(user).is_in(users)))
     if not frames:
         schema = {}
         for et in f["event_types"]:
