@@ -13,7 +13,9 @@ from datetime import date
 import polars as pl
 from rapidfuzz.distance import Levenshtein
 
+from seq_assets.core.compiled import Compiled
 from seq_assets.storage.lake import Lake
+from signal_defs.model import Source
 
 
 @dataclass
@@ -52,12 +54,35 @@ def open_table(lake: Lake, spec: str) -> pl.LazyFrame:
     return lf
 
 
-def compare_day(baseline: pl.DataFrame, candidate: pl.DataFrame, day: date) -> DayReport:
-    users = baseline.select("user_id").join(candidate.select("user_id"), on="user_id", how="full", coalesce=True)
-    b = users.join(baseline, on="user_id", how="left").sort("user_id")
-    c = users.join(candidate, on="user_id", how="left").sort("user_id")
-    b_ids = b.get_column("event_id").fill_null([]).to_list()
-    c_ids = c.get_column("event_id").fill_null([]).to_list()
+def table_keys(specs: list[str], lf: pl.LazyFrame, compiled: Compiled | None = None) -> tuple[str, str]:
+    """The user column and the event id of sequence tables with one layout: those of the first of
+    ``specs`` that names a feature of ``compiled``; else the table's one scalar column besides
+    ``date`` and the definitions' default event id field."""
+    for spec in specs:
+        if compiled is None or "/" in spec or "://" in spec:
+            continue
+        try:
+            f = compiled.feature(spec)
+        except KeyError:
+            continue
+        return compiled.user_field(f), compiled.source_of(f)["event_id_field"]
+    schema = lf.collect_schema()
+    scalars = [c for c, t in schema.items() if c != "date" and not isinstance(t, pl.List)]
+    if len(scalars) != 1:
+        raise ValueError(f"cannot tell the user column of {specs[0]} among {scalars}: name a feature of the definitions")
+    return scalars[0], Source.event_id_field
+
+
+def compare_day(baseline: pl.DataFrame, candidate: pl.DataFrame, day: date, user: str, event_id: str) -> DayReport:
+    """Compare one day; ``user`` names the user column, ``event_id`` the list of event ids."""
+    for name, df in (("baseline", baseline), ("candidate", candidate)):
+        if event_id not in df.columns:
+            raise ValueError(f"the {name} table stores no {event_id!r} (the event id) to match events by")
+    users = baseline.select(user).join(candidate.select(user), on=user, how="full", coalesce=True)
+    b = users.join(baseline, on=user, how="left").sort(user)
+    c = users.join(candidate, on=user, how="left").sort(user)
+    b_ids = b.get_column(event_id).fill_null([]).to_list()
+    c_ids = c.get_column(event_id).fill_null([]).to_list()
     exact = overlap = edit = lendiff = 0.0
     for x, y in zip(b_ids, c_ids):
         exact += x == y
@@ -66,10 +91,10 @@ def compare_day(baseline: pl.DataFrame, candidate: pl.DataFrame, day: date) -> D
         edit += Levenshtein.normalized_distance(x, y) if longest else 0.0
         lendiff += abs(len(x) - len(y))
     n = max(len(b_ids), 1)
-    fields = [f for f in baseline.columns if f in candidate.columns and f not in ("user_id", "date", "event_id")]
-    be = baseline.select("user_id", "event_id", *fields).explode(["event_id", *fields]).drop_nulls("event_id")
-    ce = candidate.select("user_id", "event_id", *fields).explode(["event_id", *fields]).drop_nulls("event_id")
-    matched = be.join(ce, on=["user_id", "event_id"], how="inner", suffix="__c")
+    fields = [f for f in baseline.columns if f in candidate.columns and f not in (user, "date", event_id)]
+    be = baseline.select(user, event_id, *fields).explode([event_id, *fields]).drop_nulls(event_id)
+    ce = candidate.select(user, event_id, *fields).explode([event_id, *fields]).drop_nulls(event_id)
+    matched = be.join(ce, on=[user, event_id], how="inner", suffix="__c")
     rates = {}
     for f in fields:
         if matched.height:
@@ -81,8 +106,12 @@ def compare_day(baseline: pl.DataFrame, candidate: pl.DataFrame, day: date) -> D
                      matched.height, rates)
 
 
-def compare(lake: Lake, baseline: str, candidate: str, days: list[date] | None = None) -> list[DayReport]:
+def compare(lake: Lake, baseline: str, candidate: str, days: list[date] | None = None,
+            compiled: Compiled | None = None) -> list[DayReport]:
+    """Per day in common (or ``days``); the user column and event id come from the definitions of the
+    feature named (``compiled``), see :func:`table_keys`."""
     b_lf, c_lf = open_table(lake, baseline), open_table(lake, candidate)
+    user, event_id = table_keys([baseline, candidate], b_lf, compiled)
     if days is None:
         b_days = set(b_lf.select(pl.col("date").unique()).collect().get_column("date").to_list())
         c_days = set(c_lf.select(pl.col("date").unique()).collect().get_column("date").to_list())
@@ -91,7 +120,7 @@ def compare(lake: Lake, baseline: str, candidate: str, days: list[date] | None =
     for d in days:
         b = b_lf.filter(pl.col("date") == d).collect()
         c = c_lf.filter(pl.col("date") == d).collect()
-        reports.append(compare_day(b, c, d))
+        reports.append(compare_day(b, c, d, user, event_id))
     return reports
 
 

@@ -53,31 +53,65 @@ def _fmt_value(v) -> str:
     return str(v)
 
 
-def timeline(feature: str, user_id: int, as_of=None, enrichments: list[str] | None = None, limit: int = 50,
+# The demo's columns shown beside the time when a feature stores them; otherwise its first fields.
+BASE_COLUMNS = ("event_type", "item_id", "surface")
+
+
+def parse_user(compiled: Compiled, f: dict, user_id: int | str) -> int | str:
+    """A user id (text from the command line, or a value) as the feature's user type."""
+    table = f"{f['name']}_v{f['version']}"
+    if compiled.user_type(f) == pl.String:
+        if isinstance(user_id, str):
+            return user_id
+        raise ValueError(f"user id must be a string for feature {table}, got {user_id!r}")
+    try:
+        if isinstance(user_id, bool) or not isinstance(user_id, (int, str)):
+            raise ValueError
+        return int(user_id)
+    except ValueError:
+        raise ValueError(f"user id must be an int64 for feature {table}, got {user_id!r}") from None
+
+
+def base_columns(compiled: Compiled, f: dict, shown: list[str], count: int = len(BASE_COLUMNS)) -> list[str]:
+    """The columns shown beside the time: those of :data:`BASE_COLUMNS` the feature stores, else
+    its first ``count`` stored scalar fields other than the time and ``shown``."""
+    stored = compiled.stored_fields(f)
+    base = [c for c in BASE_COLUMNS if c in stored]
+    if base:
+        return base
+    schema = compiled.sequence_schema(f)
+    rest = [c for c in stored if c != f["ordering"]["by"] and c not in shown
+            and not isinstance(schema[c].inner, pl.List)]
+    return rest[:count]
+
+
+def timeline(feature: str, user_id: int | str, as_of=None, enrichments: list[str] | None = None, limit: int = 50,
              *, lake: Lake, compiled: Compiled) -> str:
     """The user's sequence as a readable timeline, newest first (the text ``seqctl show`` prints)."""
     f = compiled.feature(feature)
     table = f"{f['name']}_v{f['version']}"
+    user_id = parse_user(compiled, f, user_id)
     stored = compiled.stored_fields(f)
     enrich = enrichments if enrichments is not None else [
         c for c in enrichment_fields(compiled, f) if not isinstance(compiled.sequence_schema(f)[c].inner, pl.List)]
     unknown = [c for c in enrich if c not in stored]
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} of {table}; stored fields: {', '.join(stored)}")
-    ts_col, base = f["ordering"]["by"], ["event_type", "item_id", "surface"]
-    fields = list(dict.fromkeys([ts_col, *[c for c in base if c in stored], *enrich]))
+    ts_col, base = f["ordering"]["by"], base_columns(compiled, f, enrich)
+    fields = list(dict.fromkeys([ts_col, *base, *enrich]))
 
     if as_of is None:
         as_of = latest_day(lake, table)
         if as_of is None:
             raise LookupError(f"sequences/{table} has no partitions yet")
     if isinstance(as_of, datetime):
-        labels = pl.DataFrame({"user_id": [int(user_id)],
-                               "request_ts": [int(as_of.timestamp() * 1000)]})
+        user = compiled.user_field(f)
+        labels = pl.DataFrame({user: [user_id], "request_ts": [int(as_of.timestamp() * 1000)]},
+                              schema={user: compiled.user_type(f), "request_ts": pl.Int64})
         seqs = point_in_time_sequences(table, labels, fields=fields, lake=lake, compiled=compiled)
         when = f"just before {as_of.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC"
     else:
-        seqs = read_sequences(table, as_of, users=[int(user_id)], fields=fields, lake=lake, compiled=compiled)
+        seqs = read_sequences(table, as_of, users=[user_id], fields=fields, lake=lake, compiled=compiled)
         when = f"at the end of {as_of.isoformat()} (UTC)"
     row = seqs.row(0, named=True) if seqs.height else None
     n = len(row[ts_col]) if row else 0
@@ -87,7 +121,7 @@ def timeline(feature: str, user_id: int, as_of=None, enrichments: list[str] | No
         return head + "\n(no events)"
 
     ts = row[ts_col]
-    cols = ["time (UTC)", "gap", *[c for c in base if c in stored], *enrich]
+    cols = ["time (UTC)", "gap", *base, *enrich]
     rows = []
     shown = min(n, limit)
     for i in range(shown):

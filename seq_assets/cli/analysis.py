@@ -132,7 +132,7 @@ def cmd_compare(args) -> int:
     from seq_assets.analysis.compare import compare, format_report
 
     days = day_range(args) if (args.start or args.end) else None
-    reports = compare(settings.lake(), args.baseline, args.candidate, days)
+    reports = compare(settings.lake(), args.baseline, args.candidate, days, compiled=settings.load_compiled())
     print(format_report(args.baseline, args.candidate, reports))
     if args.json:
         Path(args.json).write_text(json.dumps([{"day": r.day.isoformat(), **r.metadata()} for r in reports], indent=2))
@@ -159,12 +159,12 @@ def add_analysis_commands(sub) -> None:
 
     s = sub.add_parser("show", help="a user's sequence as a timeline in the terminal, newest first")
     s.add_argument("feature", help="feature table or name, e.g. engagements_v1")
-    s.add_argument("user_id", type=int)
+    s.add_argument("user_id", help="the user's id, read as the feature's user type (int64 or string)")
     s.add_argument("--as-of", help="YYYY-MM-DD: the sequence at the end of that day; an ISO time: the sequence "
                                    "just before it (point in time). Default: the latest partition")
     s.add_argument("--enrichments", "--fields", dest="enrichments",
-                   help="comma-separated stored fields to show beside time, event type, item and surface "
-                        "(default: the feature's scalar enrichments)")
+                   help="comma-separated stored fields to show beside the time and event type, item and surface "
+                        "(or, for a feature without those, its first fields; default: the feature's scalar enrichments)")
     s.add_argument("--limit", type=int, default=50, help="events shown (default 50)")
     s.add_argument("--lake", help="lake root (default: SEQ_LAKE_URI)")
     s.set_defaults(fn=cmd_show)
