@@ -231,7 +231,7 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
         check_results = [_check_result(key("sequences", table), "sequence_invariants", invariants),
                          _check_result(key("sequences", table), "schema_matches_definition", drift)]
         if shadow:
-            check_results.append(_shadow_result(engine.lake, predecessor, table, days, shadow))
+            check_results.append(_shadow_result(engine.lake, compiled, predecessor, table, days, shadow))
         lengths = seqs.get_column(stored[0]).list.len() if seqs.height else pl.Series([0])
         return dg.MaterializeResult(metadata=table_metadata(
             engine.lake.stats("sequences", table),
@@ -247,7 +247,8 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     return _sequences
 
 
-def _shadow_result(lake, baseline: str, candidate: str, days: list[date], name: str) -> dg.AssetCheckResult:
+def _shadow_result(lake, compiled: Compiled, baseline: str, candidate: str, days: list[date],
+                   name: str) -> dg.AssetCheckResult:
     from seq_assets.analysis.compare import compare, format_report
 
     have = lake.scan("sequences", baseline)
@@ -257,7 +258,7 @@ def _shadow_result(lake, baseline: str, candidate: str, days: list[date], name: 
         return dg.AssetCheckResult(asset_key=key("sequences", candidate), check_name=name, passed=True,
                                    severity=dg.AssetCheckSeverity.WARN,
                                    description=f"{baseline} has no partition for {_day_label(days)}: nothing to compare")
-    reports = compare(lake, baseline, candidate, common)
+    reports = compare(lake, baseline, candidate, common, compiled=compiled)
     last = reports[-1]
     return dg.AssetCheckResult(
         asset_key=key("sequences", candidate), check_name=name, passed=True, severity=dg.AssetCheckSeverity.WARN,
