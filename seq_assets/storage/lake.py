@@ -22,7 +22,13 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import CommitProperties
 
-_WRITE_ID = "seqplat.write_id"  # commit metadata that lets a replace find its own commit
+# Commit metadata of a partition replace: its id (so it finds its own commit), the days it
+# replaced and the version it was built on; and, on the commit that drops the files another writer
+# committed under it, the id it drops them for. Maintenance reads them (``storage.maintenance``).
+WRITE_ID = "seqplat.write_id"
+WRITE_DAYS = "seqplat.days"
+READ_VERSION = "seqplat.read_version"
+DROPS_FOR = "seqplat.drops_for"
 KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics", "analysis")
 _RETRIES = 8
 
@@ -172,9 +178,11 @@ class Lake:
 
         def commit() -> int:
             t = self.table(kind, name)
+            meta = {WRITE_ID: write_id, WRITE_DAYS: ",".join(d.isoformat() for d in days),
+                    READ_VERSION: str(t.version())}
             t.create_write_transaction(
                 adds, mode="overwrite", schema=schema, partition_by=["date"], partition_filters=filters,
-                commit_properties=CommitProperties(custom_metadata={_WRITE_ID: write_id}))
+                commit_properties=CommitProperties(custom_metadata=meta))
             return t.version()  # the version the transaction was built on
 
         # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
@@ -192,13 +200,19 @@ class Lake:
         rows could be doubled. Those files are removed: the days then hold exactly what the
         replace wrote, as a replace promises. (``Engine.index_batch_day`` re-inserts any raw row
         it had not indexed.) A writer that commits after the replace saw it and is left alone.
+
+        A compaction that read the table before the replace landed and committed after it can only
+        have rewritten such files (it would conflict with the replace over any other file of the
+        days): the files it wrote hold their rows alone and are removed with them. (A compaction
+        that reads after the landing waits until this drop has committed, see
+        ``storage.maintenance.replace_settling``.)
         """
         from deltalake.transaction import RemoveAction
 
         t = self.table(kind, name)
         if t.version() == base + 1:  # nothing landed between the version read and this commit
             return
-        landed = next((h["version"] for h in t.history(limit=100) if h.get(_WRITE_ID) == write_id), None)
+        landed = next((h["version"] for h in t.history(limit=100) if h.get(WRITE_ID) == write_id), None)
         if landed is None or landed == base + 1:
             return
         wanted = {d.isoformat() for d in days}
@@ -208,18 +222,34 @@ class Lake:
             adds = adds.with_columns(pl.col("partition.date").cast(pl.String))
             return {r["path"]: r for r in adds.filter(pl.col("partition.date").is_in(list(wanted))).iter_rows(named=True)}
 
-        then = day_files(DeltaTable(self.uri(kind, name), version=landed, storage_options=self.storage_options))
-        survivors = set(then) - ours
+        def at(version: int) -> dict[str, dict]:
+            return day_files(DeltaTable(self.uri(kind, name), version=version, storage_options=self.storage_options))
+
+        survivors = set(at(landed)) - ours
         if not survivors:
             return
+
+        def compacted_from(files: set[str], table: DeltaTable) -> set[str]:
+            """The files compactions that read before ``landed`` wrote from ``files`` (or from their output)."""
+            out: set[str] = set()
+            for h in sorted(table.history(limit=table.version() - landed), key=lambda h: h["version"]):
+                v = h["version"]
+                if v <= landed or h.get("operation") != "OPTIMIZE" or h.get("readVersion", v) >= landed:
+                    continue
+                before, after = set(at(v - 1)), set(at(v))
+                if (before - after) & (files | out):
+                    out |= after - before
+            return out
 
         def remove():
             table = self.table(kind, name)
             live = day_files(table)
+            doomed = survivors if survivors <= set(live) else survivors | compacted_from(survivors, table)
             gone = [RemoveAction(p, True, int(time.time() * 1000), live[p]["size_bytes"], {"date": live[p]["partition.date"]})
-                    for p in sorted(survivors & set(live))]
+                    for p in sorted(doomed & set(live))]
             if gone:
-                table.create_write_transaction(gone, mode="append", schema=table.schema(), partition_by=["date"])
+                table.create_write_transaction(gone, mode="append", schema=table.schema(), partition_by=["date"],
+                                               commit_properties=CommitProperties(custom_metadata={DROPS_FOR: write_id}))
 
         with_retries(remove, what=f"replace {kind}/{name}: drop files committed under it")
 
