@@ -253,6 +253,10 @@ class SequenceFeature:
     dedup_key: tuple[str, ...] | None = None  # None: the source's event id; (): no dedup
     ordering: Ordering = Ordering()
     description: str = ""
+    # Neither changes the rows: how many days before today sequences/ keeps a day's snapshot, and
+    # how many hours after a day ends (UTC) its snapshot is due (the freshness check).
+    snapshot_retention_days: int = 35
+    freshness_hours: int = 6
     kind: str = field(default="feature", init=False)
 
     @property

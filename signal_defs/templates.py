@@ -71,6 +71,8 @@ def feature(name: str = EXAMPLE_FEATURE, event_types: tuple[str, ...] = (EXAMPLE
     dedup_key=("rating_id",),  # events with the same key are one event (the newest copy is kept); default: the source's event id
     ordering=Ordering(by="rated_at", descending=True, tie_break="rating_id"),  # newest first, ties ascending; default: time, id
     description="The last 200 ratings of a member within 180 days.",  # what the sequence is for
+    snapshot_retention_days=35,  # days of daily snapshots sequences/ keeps (older ones are deleted)
+    freshness_hours=6,  # yesterday's snapshot is due this many hours after midnight UTC
 )
 '''
 

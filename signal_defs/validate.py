@@ -273,6 +273,11 @@ def _check_feature(f: SequenceFeature, sources, event_types, enrichments, provid
         err(label, "window_days", f"the window must be a positive number of days, got {f.window_days!r}")
     if not f.owner:
         err(label, "owner", "every feature needs an owner")
+    for setting, what in (("snapshot_retention_days", "days of snapshots to keep"),
+                          ("freshness_hours", "hours after a day ends by which its snapshot is due")):
+        value = getattr(f, setting)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            err(label, setting, f"must be a positive whole number ({what}), got {value!r}")
     if not f.event_types:
         err(label, "event_types", "a feature needs at least one event type")
     known = [et for et in f.event_types if et in event_types]
