@@ -22,6 +22,7 @@ from signal_defs.model import Registry
 
 DEFAULT_SENSOR_INTERVAL_S = 5  # Dagster's sensor loop does not tick faster than this
 DEFAULT_STREAM_MAX_BATCH = 200_000  # records per micro-batch run (bigger runs amortize the Delta commits)
+DEFAULT_VACUUM_RETENTION_HOURS = 168  # 7 days, Delta's own default
 
 
 def lake_uri() -> str:
@@ -101,6 +102,22 @@ def sensor_interval() -> int:
 def stream_max_batch() -> int:
     """Most records one micro-batch run reads: ``SEQ_STREAM_MAX_BATCH``."""
     return int(os.environ.get("SEQ_STREAM_MAX_BATCH", DEFAULT_STREAM_MAX_BATCH))
+
+
+def vacuum_retention_hours() -> int:
+    """How long a file removed from a table stays on storage before maintenance deletes it, in whole
+    hours: ``SEQ_VACUUM_RETENTION_HOURS``, default 168 (7 days). Readers of an older table version
+    and the table's log entries are kept as long."""
+    text = os.environ.get("SEQ_VACUUM_RETENTION_HOURS", "").strip()
+    if not text:
+        return DEFAULT_VACUUM_RETENTION_HOURS
+    try:
+        hours = int(text)
+    except ValueError:
+        raise ValueError(f"SEQ_VACUUM_RETENTION_HOURS must be a whole number of hours, got {text!r}") from None
+    if hours < 0:
+        raise ValueError(f"SEQ_VACUUM_RETENTION_HOURS must not be negative, got {hours}")
+    return hours
 
 
 def tenants_file() -> str | None:

@@ -1,0 +1,418 @@
+"""Keeping the lake fast and bounded: compaction, retention, vacuum and log checkpoints.
+
+The stream adds a file and a log entry to every table and day it touches, each micro-batch;
+replaced and deleted partitions leave their files on storage. These functions, run by the
+``maintain_lake`` job and ``seqctl maintain``, bound all of it:
+
+- **compaction** rewrites a day's small files into files of about ``TARGET_FILE_BYTES`` (delta-rs
+  optimize: one commit that removes them and adds the same rows back, in the same order);
+- **retention** drops the days older than the table's definition keeps;
+- **vacuum** deletes the files removed from a table longer ago than the vacuum retention;
+- **checkpoints** let a reader open a table from one Parquet file, and the log entries older than
+  the vacuum retention are deleted.
+
+Nothing here reads the clock: callers pass ``today`` (retention counts days back from it) and
+``now_ms``. Every function takes ``dry_run``: it then computes what it would do and changes nothing.
+
+Beside the other writers:
+
+- A stream insert only adds files: a compaction that lands first makes the insert's merge retry,
+  one that lands after it leaves the inserted files alone. Either way no row moves twice.
+- A compaction conflicts with any commit that removed a file it read (a replace, a retention
+  delete, another compaction) and is retried from a fresh snapshot; see ``Lake._drop_survivors``
+  for the one case a replace lets through, which it undoes.
+- A replace may have to drop files a stream insert committed under it, right after it lands;
+  compacting those files first would mix their rows into new files the drop cannot tell apart, so
+  a day is left alone while such a drop is due (:func:`replace_settling`).
+- Vacuum deletes only files the log records as removed, never a file a writer has not committed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+import polars as pl
+from deltalake import DeltaTable, WriterProperties
+
+from seq_assets.storage.lake import DROPS_FOR, READ_VERSION, WRITE_DAYS, WRITE_ID, Lake, add_actions, with_retries
+from seq_assets.storage.sql import list_tables
+
+if TYPE_CHECKING:  # handed compiled definitions
+    from seq_assets.core.compiled import Compiled
+
+TARGET_FILE_BYTES = 128 * 1024 * 1024  # what compaction writes (delta-rs' default is 100 MB)
+COMPACT_MIN_FILES = 10  # a day with this many files smaller than the target is compacted
+# Checkpoints forget a removed file once it is older than the table's deletedFileRetentionDuration,
+# and vacuum only deletes files it still finds in the log. The tables keep that record this much
+# longer than the vacuum retention, so a vacuum run at least this often sees every file expire.
+TOMBSTONE_SLACK_HOURS = 48
+# Below this, vacuum could delete files a long backfill or a serving snapshot load still reads.
+MIN_RETENTION_HOURS = 24
+# How long after a partition replace lands its drop of other writers' files may still be due.
+REPLACE_SETTLE_MS = 10 * 60 * 1000
+STREAMED_KINDS = ("raw", "dead_letter", "events", "metrics")  # kinds the stream writes today into
+SCOPES = ("today", "full")
+_WRITER = WriterProperties(compression="ZSTD", compression_level=1)  # as the lake's own writer
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table to maintain; ``retention_days`` None keeps every day."""
+
+    kind: str
+    name: str
+    retention_days: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass
+class TableReport:
+    """What one run did to a table (or, with ``dry_run``, would do). Files and bytes are the live
+    data files of the table's current version; deleted and reclaimed are what vacuum removed from
+    storage."""
+
+    table: str
+    dry_run: bool = False
+    exists: bool = True  # False: no such table in the lake (yet), nothing to report
+    files_before: int = 0
+    bytes_before: int = 0
+    files_after: int = 0
+    bytes_after: int = 0
+    max_partition_files_before: int = 0
+    max_partition_files_after: int = 0
+    partitions_compacted: int = 0
+    files_compacted: int = 0  # small files rewritten
+    files_written: int = 0  # the files they became
+    partitions_dropped: int = 0
+    rows_dropped: int = 0
+    files_deleted: int = 0
+    bytes_reclaimed: int = 0
+    log_files_deleted: int = 0
+    checkpoint_version: int = -1
+    settling: list[str] = field(default_factory=list)  # days left alone while a replace settles
+
+    def figures(self) -> dict[str, int]:
+        """The numeric figures, for metadata and ``--json``."""
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+# ---- which tables ---------------------------------------------------------------------------
+
+
+def lake_tables(compiled: Compiled, lake: Lake | None = None) -> list[TableSpec]:
+    """Every table of the compiled definitions, with the retention its definition gives: raw and
+    dead letters by their source's ``retention_days``, events by their event type's, sequences by
+    their feature's ``snapshot_retention_days``; lookup snapshots keep every day. Then, when a
+    ``lake`` is given, the other tables it holds (``metrics/``, ``analysis/``, tables of
+    definitions no longer compiled), kept without a retention."""
+    specs: list[TableSpec] = []
+    for source, s in compiled.sources.items():
+        specs += [TableSpec("raw", source, s["retention_days"]), TableSpec("dead_letter", source, s["retention_days"])]
+    specs += [TableSpec("enrichments", n) for n, e in compiled.enrichments.items() if e["kind"] == "lookup"]
+    specs += [TableSpec("events", n, et["retention_days"]) for n, et in compiled.event_types.items()]
+    specs += [TableSpec("sequences", t, f["snapshot_retention_days"]) for t, f in compiled.features.items()]
+    if lake is not None:
+        known = {(s.kind, s.name) for s in specs}
+        specs += [TableSpec(k, n) for k, n in list_tables(lake) if (k, n) not in known]
+    return specs
+
+
+# ---- figures --------------------------------------------------------------------------------
+
+
+def partition_files(table: DeltaTable, target_size: int = TARGET_FILE_BYTES) -> pl.DataFrame:
+    """One row per day of the table's version: ``date``, ``files``, ``bytes``, ``rows``, and the
+    ``small`` files (under ``target_size``) with their ``small_bytes``."""
+    adds = add_actions(table)
+    if adds.is_empty() or "partition.date" not in adds.columns:
+        return pl.DataFrame(schema={"date": pl.Date, "files": pl.UInt32, "bytes": pl.Int64, "rows": pl.Int64,
+                                    "small": pl.UInt32, "small_bytes": pl.Int64})
+    small = pl.col("size_bytes") < target_size
+    rows = pl.col("num_records") if "num_records" in adds.columns else pl.lit(0)
+    return (adds.group_by(pl.col("partition.date").cast(pl.String).str.to_date().alias("date"))
+            .agg(pl.len().alias("files"), pl.col("size_bytes").sum().cast(pl.Int64).alias("bytes"),
+                 rows.sum().cast(pl.Int64).alias("rows"), small.sum().cast(pl.UInt32).alias("small"),
+                 pl.col("size_bytes").filter(small).sum().cast(pl.Int64).alias("small_bytes"))
+            .sort("date"))
+
+
+def _totals(parts: pl.DataFrame) -> tuple[int, int, int]:
+    """Files, bytes and the most files of any day."""
+    if parts.is_empty():
+        return 0, 0, 0
+    return int(parts["files"].sum()), int(parts["bytes"].sum()), int(parts["files"].max())
+
+
+def partition_file_counts(lake: Lake, kind: str, name: str) -> dict[date, int]:
+    """Files per day of a table's current version (empty when there is no table)."""
+    t = lake.table(kind, name)
+    return {} if t is None else dict(partition_files(t).select("date", "files").iter_rows())
+
+
+# ---- compaction -----------------------------------------------------------------------------
+
+
+def _history_since(table: DeltaTable, since_ms: int) -> list[dict]:
+    """The commits of the table from ``since_ms`` on, newest first."""
+    limit = 64
+    while True:
+        hist = table.history(limit=limit)
+        if len(hist) < limit or min(h.get("timestamp", 0) for h in hist) < since_ms:
+            return [h for h in hist if h.get("timestamp", 0) >= since_ms]
+        limit *= 4
+
+
+def _day_paths(lake: Lake, kind: str, name: str, version: int, day: str) -> set[str]:
+    t = DeltaTable(lake.uri(kind, name), version=version, storage_options=lake.storage_options)
+    adds = add_actions(t)
+    return set(adds.filter(pl.col("partition.date").cast(pl.String) == day).get_column("path").to_list())
+
+
+def replace_settling(lake: Lake, kind: str, name: str, table: DeltaTable, day: date, now_ms: int) -> bool:
+    """Whether a partition replace of ``day`` still has to drop files another writer committed
+    between the version it was built on and its own commit (``Lake._drop_survivors``).
+
+    It is due when the replace landed in the last ``REPLACE_SETTLE_MS``, was not built on the
+    version just before its own, kept files of the version before it, and no commit drops them
+    for it yet.
+    """
+    iso = day.isoformat()
+    recent = _history_since(table, now_ms - REPLACE_SETTLE_MS)
+    dropped = {h[DROPS_FOR] for h in recent if DROPS_FOR in h}
+    for h in recent:
+        if WRITE_ID not in h or h[WRITE_ID] in dropped or iso not in h.get(WRITE_DAYS, "").split(","):
+            continue
+        v = h["version"]
+        if int(h.get(READ_VERSION, v - 1)) == v - 1:
+            continue  # nothing committed under it
+        if _day_paths(lake, kind, name, v, iso) & _day_paths(lake, kind, name, v - 1, iso):
+            return True
+    return False
+
+
+@dataclass
+class Compaction:
+    days: dict[date, tuple[int, int]] = field(default_factory=dict)  # day -> (files removed, files added)
+    settling: list[str] = field(default_factory=list)
+
+    @property
+    def files_removed(self) -> int:
+        return sum(r for r, _ in self.days.values())
+
+    @property
+    def files_added(self) -> int:
+        return sum(a for _, a in self.days.values())
+
+
+def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now_ms: int,
+            target_size: int = TARGET_FILE_BYTES, dry_run: bool = False) -> Compaction:
+    """Compact each day of ``min_files`` that has at least that many files under ``target_size``.
+
+    Rows and their content stay the same; the order of the rows inside the day too. A commit
+    conflict (another writer removed a file it read) re-plans the day from a fresh snapshot.
+    """
+    out = Compaction()
+    for day, least in sorted(min_files.items()):
+        def attempt() -> tuple[int, int] | None:
+            table = lake.table(kind, name)
+            if table is None:
+                return None
+            part = partition_files(table, target_size).filter(pl.col("date") == day)
+            small = int(part["small"].sum()) if part.height else 0
+            if small < max(2, least):
+                return None
+            if replace_settling(lake, kind, name, table, day, now_ms):
+                out.settling.append(day.isoformat())
+                return None
+            if dry_run:
+                return small, max(1, math.ceil(int(part["small_bytes"].sum()) / target_size))
+            m = table.optimize.compact(partition_filters=[("date", "=", day.isoformat())], target_size=target_size,
+                                       writer_properties=_WRITER)
+            return int(m["numFilesRemoved"]), int(m["numFilesAdded"])
+
+        done = with_retries(attempt, what=f"compact {kind}/{name} {day}")
+        if done and done[0]:
+            out.days[day] = done
+    return out
+
+
+def compaction_days(parts: pl.DataFrame, today: date, scope: str) -> dict[date, int]:
+    """The days to compact and the small files each needs: today past ``COMPACT_MIN_FILES`` (scope
+    ``today``); or every day past it, and yesterday, closed now, with any two (scope ``full``)."""
+    if scope == "today":
+        return {today: COMPACT_MIN_FILES}
+    days = {d: COMPACT_MIN_FILES for d in parts.filter(pl.col("small") >= COMPACT_MIN_FILES).get_column("date")}
+    days[today - timedelta(days=1)] = 2
+    return days
+
+
+# ---- retention, vacuum, log -----------------------------------------------------------------
+
+
+def drop_expired(lake: Lake, kind: str, name: str, retention_days: int, today: date,
+                 dry_run: bool = False) -> tuple[int, int]:
+    """Delete the days more than ``retention_days`` before ``today`` (whole files: the predicate is
+    on the partition column). Returns the days and rows dropped."""
+    cutoff = today - timedelta(days=retention_days)
+    table = lake.table(kind, name)
+    if table is None:
+        return 0, 0
+    old = partition_files(table).filter(pl.col("date") < cutoff)
+    if old.is_empty():
+        return 0, 0
+    if not dry_run:
+        with_retries(lambda: lake.table(kind, name).delete(f"date < '{cutoff.isoformat()}'"),
+                     what=f"retention {kind}/{name}")
+    return old.height, int(old["rows"].sum())
+
+
+def retention_properties(retention_hours: int) -> dict[str, str]:
+    """The table properties maintenance keeps: removed files stay in the log
+    ``TOMBSTONE_SLACK_HOURS`` longer than vacuum waits (so it finds every one), log entries as long
+    as vacuum waits (time travel within the retention), and statistics on every column, as the
+    lake's own writer writes them (delta-rs' default is the first 32: a reader's filter on a later
+    column would skip the compacted files)."""
+    return {
+        "delta.deletedFileRetentionDuration": f"interval {retention_hours + TOMBSTONE_SLACK_HOURS} hours",
+        "delta.logRetentionDuration": f"interval {retention_hours} hours",
+        "delta.dataSkippingNumIndexedCols": "-1",
+    }
+
+
+def keep_properties(lake: Lake, kind: str, name: str, retention_hours: int, dry_run: bool = False) -> bool:
+    """Set :func:`retention_properties` on the table when they differ (one metadata commit);
+    True when they did."""
+    want = retention_properties(retention_hours)
+    table = lake.table(kind, name)
+    if table is None or all(table.metadata().configuration.get(k) == v for k, v in want.items()):
+        return False
+    if not dry_run:
+        with_retries(lambda: lake.table(kind, name).alter.set_table_properties(want),
+                     what=f"properties of {kind}/{name}")
+    return True
+
+
+def _stored(lake: Lake, kind: str, name: str) -> dict[str, int]:
+    """Every object under the table's folder (data files and log), path relative to it -> bytes."""
+    import pyarrow.fs as pafs
+    from deltalake.fs import DeltaStorageHandler
+
+    fs = pafs.PyFileSystem(DeltaStorageHandler(lake.uri(kind, name), lake.storage_options))
+    return {i.path: int(i.size) for i in fs.get_file_info(pafs.FileSelector("", recursive=True))
+            if i.type == pafs.FileType.File}
+
+
+def vacuum(lake: Lake, kind: str, name: str, retention_hours: int, *, enforce_retention_duration: bool = True,
+           dry_run: bool = False) -> tuple[int, int]:
+    """Delete the files removed from the table more than ``retention_hours`` ago; returns the files
+    deleted and their bytes. Reads of the current version, and of any version within the retention,
+    keep working. ``enforce_retention_duration`` refuses a retention under ``MIN_RETENTION_HOURS``.
+    """
+    if retention_hours < 0 or (enforce_retention_duration and retention_hours < MIN_RETENTION_HOURS):
+        raise ValueError(f"a vacuum retention of {retention_hours} hours is below the minimum of "
+                         f"{MIN_RETENTION_HOURS} hours (pass enforce_retention_duration=False to allow it)")
+    table = lake.table(kind, name)
+    if table is None:
+        return 0, 0
+    # The table's own minimum is the retention plus the slack (retention_properties): not enforced.
+    # delta-rs lists every expired removal the log still records, deleted already or not.
+    expired = table.vacuum(retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False)
+    stored = _stored(lake, kind, name) if expired else {}
+    present = [p for p in expired if p in stored]
+    if present and not dry_run:
+        with_retries(lambda: lake.table(kind, name).vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False),
+            what=f"vacuum {kind}/{name}")
+    return len(present), sum(stored[p] for p in present)
+
+
+def _log_entries(lake: Lake, kind: str, name: str) -> int:
+    return sum(1 for p in _stored(lake, kind, name) if p.startswith("_delta_log/") and p.endswith(".json"))
+
+
+def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False) -> tuple[int, int]:
+    """Write a checkpoint of the current version and delete the log entries older than the table's
+    log retention (:func:`retention_properties`). Returns the version and the log entries deleted."""
+    table = lake.table(kind, name)
+    if table is None:
+        return -1, 0
+    if dry_run:
+        return table.version(), 0
+    before = _log_entries(lake, kind, name)
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    return table.version(), max(0, before - _log_entries(lake, kind, name))
+
+
+# ---- one table, the lake --------------------------------------------------------------------
+
+
+def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_ms: int, retention_hours: int,
+                   enforce_retention_duration: bool = True, dry_run: bool = False) -> TableReport:
+    """Scope ``today``: compact today's day of a table the stream writes. Scope ``full``: keep the
+    table's properties, drop the days past its retention, compact, vacuum and checkpoint."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r} (one of: {', '.join(SCOPES)})")
+    kind, name = spec.kind, spec.name
+    report = TableReport(spec.label, dry_run=dry_run)
+    table = lake.table(kind, name)
+    if table is None:
+        report.exists = False
+        return report
+    parts = partition_files(table)
+    report.files_before, report.bytes_before, report.max_partition_files_before = _totals(parts)
+    if scope == "today" and kind not in STREAMED_KINDS:
+        report.files_after, report.bytes_after, report.max_partition_files_after = _totals(parts)
+        return report
+    if scope == "full":
+        keep_properties(lake, kind, name, retention_hours, dry_run)
+        if spec.retention_days is not None:
+            report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
+                                                                          today, dry_run)
+            parts = parts.filter(pl.col("date") >= today - timedelta(days=spec.retention_days)) if dry_run else parts
+    wanted = compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope)
+    done = compact(lake, kind, name, wanted, now_ms=now_ms, dry_run=dry_run)
+    report.partitions_compacted, report.files_compacted, report.files_written = len(done.days), done.files_removed, done.files_added
+    report.settling = done.settling
+    if scope == "full":
+        report.files_deleted, report.bytes_reclaimed = vacuum(
+            lake, kind, name, retention_hours, enforce_retention_duration=enforce_retention_duration, dry_run=dry_run)
+        report.checkpoint_version, report.log_files_deleted = checkpoint(lake, kind, name, dry_run)
+    if dry_run:
+        # What the table would hold: the days kept, with the planned compactions done.
+        planned = pl.DataFrame({"date": list(done.days), "change": [a - r for r, a in done.days.values()]},
+                               schema={"date": pl.Date, "change": pl.Int64})
+        after = parts.join(planned, on="date", how="left").select(pl.col("files") + pl.col("change").fill_null(0))
+        report.files_after = int(after.to_series().sum()) if after.height else 0
+        report.bytes_after = _totals(parts)[1]
+        report.max_partition_files_after = int(after.to_series().max()) if after.height else 0
+    else:
+        report.files_after, report.bytes_after, report.max_partition_files_after = \
+            _totals(partition_files(lake.table(kind, name)))
+    return report
+
+
+def maintain_lake(lake: Lake, specs: list[TableSpec], *, scope: str, today: date, now_ms: int, retention_hours: int,
+                  enforce_retention_duration: bool = True, dry_run: bool = False) -> list[TableReport]:
+    """:func:`maintain_table` for every table of ``specs`` the lake holds, in order."""
+    reports = [maintain_table(lake, s, scope=scope, today=today, now_ms=now_ms, retention_hours=retention_hours,
+                              enforce_retention_duration=enforce_retention_duration, dry_run=dry_run) for s in specs]
+    return [r for r in reports if r.exists]
+
+
+def select_tables(specs: list[TableSpec], wanted: list[str] | None) -> list[TableSpec]:
+    """The specs named ``KIND/NAME`` in ``wanted`` (all of them when it is empty); an unknown name
+    is refused with the known ones."""
+    if not wanted:
+        return specs
+    by_label = {s.label: s for s in specs}
+    unknown = [w for w in wanted if w not in by_label]
+    if unknown:
+        raise ValueError(f"unknown table(s) {', '.join(unknown)}; tables: {', '.join(by_label)}")
+    return [by_label[w] for w in wanted]
