@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from seq_assets.core.compiled import Compiled
-from seq_assets.core.days import end_of_day_ms
+from seq_assets.core.days import DAY_MS, day_of_ms, end_of_day_ms
 from seq_assets.core.kernel import window_bounds
 from seq_assets.core.predicates import to_expr
 
@@ -151,3 +151,24 @@ def freshness(compiled: Compiled, lake: Lake, event_type: str, now_ms: int | Non
         return Outcome(False, f"events/{event_type} is empty", {"lag_seconds": float("inf"), "slo_seconds": slo})
     lag = max(0.0, (now_ms - newest) / 1000)
     return Outcome(lag <= slo, f"newest event is {lag:,.0f}s old (SLO {slo}s)", {"lag_seconds": lag, "slo_seconds": slo})
+
+
+def sequences_freshness(feature: dict, lake: Lake, table: str, now_ms: int) -> Outcome:
+    """Whether ``sequences/<table>`` has every closed day that is due: a day's snapshot is due the
+    feature's ``freshness_hours`` after the day ends, so yesterday's by 00:00 UTC plus those hours."""
+    hour_ms = DAY_MS // 24
+    hours = int(feature["freshness_hours"])
+    due = day_of_ms(now_ms - hours * hour_ms) - timedelta(days=1)  # the newest day past its deadline
+    lf = lake.scan("sequences", table, columns=["date"])
+    newest = None if lf is None else lf.select(pl.col("date").max()).collect().item()
+    # Hours past the deadline of the first day missing after the newest one (0 while none is late).
+    missing = due if newest is None else newest + timedelta(days=1)
+    late = max(0.0, (now_ms - end_of_day_ms(missing) - hours * hour_ms) / hour_ms)
+    meta = {"freshness_hours": hours, "hours_late": late,
+            "newest_day_age_hours": float("inf") if newest is None else (now_ms - end_of_day_ms(newest)) / hour_ms}
+    if newest is None:
+        return Outcome(False, f"sequences/{table} has no partition; {due} was due {hours}h after it ended", meta)
+    if newest < due:
+        return Outcome(False, f"newest partition {newest}; {missing} was due {hours}h after it ended, "
+                              f"{late:,.1f}h ago", meta)
+    return Outcome(True, f"newest partition {newest}; every day due by now ({due}, {hours}h after the day) is there", meta)
