@@ -1,4 +1,4 @@
-"""The code location: every asset, check, schedule and sensor of ``seq_assets.orchestration``."""
+"""The code location: every asset, check, job, schedule and sensor of ``seq_assets.orchestration``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import dagster as dg
 from seq_assets import settings
 from seq_assets.orchestration.analysis_assets import analysis_defs
 from seq_assets.orchestration.assets import build_assets
-from seq_assets.orchestration.checks import build_checks, quality_automation
+from seq_assets.orchestration.checks import build_checks, build_sequence_checks, quality_automation
+from seq_assets.orchestration.maintenance import maintenance_defs
 from seq_assets.orchestration.resources import LakeResource
 from seq_assets.orchestration.schedules import build_schedules
 from seq_assets.orchestration.sensors import sensor_defs
@@ -18,7 +19,7 @@ def defs() -> dg.Definitions:
     compiled = settings.load_compiled()
     batch = dg.Definitions(
         assets=build_assets(compiled),
-        asset_checks=build_checks(compiled),
+        asset_checks=build_checks(compiled) + build_sequence_checks(compiled),
         schedules=build_schedules(compiled),
         sensors=[quality_automation],
         resources={"lake": LakeResource()},
@@ -27,4 +28,4 @@ def defs() -> dg.Definitions:
         # and every step already uses all cores through polars and delta-rs.
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(batch, sensor_defs(compiled), analysis_defs(compiled))
+    return dg.Definitions.merge(batch, sensor_defs(compiled), analysis_defs(compiled), maintenance_defs(compiled))

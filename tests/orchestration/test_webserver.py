@@ -197,10 +197,13 @@ def test_every_check_is_listed_with_its_blocking_flag(asset_nodes, defined):
         assert checks["__typename"] == "AssetChecks", (key, checks)
         got[key] = {c["name"]: c["blocking"] for c in checks["checks"]}
     assert {(k, c) for k, cs in got.items() for c in cs} == defined_checks
+    # Every table bounds its files per day (informational); a late sequences/ snapshot blocks.
     for et in ("pin_click", "pin_save", "pin_closeup"):
-        assert got[f"events/{et}"] == {**{c: True for c in EVENT_CHECKS}, "freshness": False}, et
+        assert got[f"events/{et}"] == {**{c: True for c in EVENT_CHECKS}, "freshness": False,
+                                       "files_per_partition": False}, et
     for f in ("engagements_v1", "saves_v1"):
-        assert got[f"sequences/{f}"] == {c: True for c in SEQUENCE_CHECKS}, f
+        assert got[f"sequences/{f}"] == {**{c: True for c in SEQUENCE_CHECKS}, "freshness": True,
+                                         "files_per_partition": False}, f
     for key in EXPECTED_ASSETS:
         if key.split("/")[0] in ("raw", "dead_letter", "enrichments"):
-            assert got[key] == {}, key
+            assert got[key] == {"files_per_partition": False}, key

@@ -1,0 +1,133 @@
+"""The lake's upkeep in Dagster: the ``maintain_lake`` job on two schedules, and a files-per-partition
+check on every table asset. A thin shell around :mod:`seq_assets.storage.maintenance`.
+
+- ``compact_streamed_days`` (every 5 minutes): compacts today's day of every table the stream
+  writes once it has ``COMPACT_MIN_FILES`` small files.
+- ``maintain_lake_daily`` (01:30 UTC, after ``close_days``): retention, compaction (yesterday once
+  more, and any day past the file count), vacuum and log checkpoints on every table.
+
+Each run records per table an observation of the table's asset with the figures as numbers
+(files and bytes before and after, files compacted, days dropped, files deleted, bytes
+reclaimed...), so the asset's page plots them over time.
+"""
+
+import time
+from datetime import date
+
+import dagster as dg
+
+from seq_assets import settings
+from seq_assets.analysis.queries import TABLES as ANALYSIS_TABLES
+from seq_assets.core.compiled import Compiled
+from seq_assets.core.days import today_utc
+from seq_assets.orchestration.assets import key
+from seq_assets.orchestration.resources import LakeResource
+from seq_assets.storage import maintenance
+from seq_assets.storage.sql import format_table
+
+# The check's bound. The stream adds up to 12 files a minute to a day (a micro-batch every 5 s),
+# so about 60 between two runs of compact_streamed_days: twice that means compaction fell behind.
+MAX_FILES_PER_PARTITION = 120
+EVERY_FIFTEEN_MINUTES = dg.AutomationCondition.cron_tick_passed("*/15 * * * *")
+
+
+class MaintainConfig(dg.Config):
+    scope: str = "full"  # "today": compact today's streamed days; "full": everything, every table
+    dry_run: bool = False  # compute what would happen, change nothing
+    tables: list[str] = []  # KIND/NAME of the tables to maintain; empty: every table
+    today: str = ""  # YYYY-MM-DD retention counts back from; empty: today (UTC)
+
+
+def report_metadata(report: maintenance.TableReport, scope: str) -> dict:
+    return {**{k: dg.MetadataValue.int(v) for k, v in report.figures().items()},
+            "scope": scope, "dry_run": dg.MetadataValue.bool(report.dry_run),
+            "settling_days": ", ".join(report.settling) or "none"}
+
+
+def report_frame(reports: list[maintenance.TableReport]):
+    """The figures of a run, one row per table, for the terminal and the run log."""
+    import polars as pl
+
+    return pl.DataFrame([{"table": r.table, **r.figures()} for r in reports]).select(
+        "table", "files_before", "files_after", "bytes_before", "bytes_after", "max_partition_files_after",
+        "files_compacted", "files_written", "partitions_dropped", "files_deleted", "bytes_reclaimed",
+        "log_files_deleted") if reports else pl.DataFrame()
+
+
+@dg.op(out={}, description="Compaction, retention, vacuum and log checkpoints over the lake's tables.")
+def maintain_tables(context: dg.OpExecutionContext, config: MaintainConfig, lake: LakeResource):
+    lk = lake.lake()
+    specs = maintenance.select_tables(maintenance.lake_tables(lake.compiled(), lk), config.tables)
+    today = date.fromisoformat(config.today) if config.today else today_utc()
+    reports = []
+    for spec in specs:
+        report = maintenance.maintain_table(
+            lk, spec, scope=config.scope, today=today, now_ms=int(time.time() * 1000),
+            retention_hours=settings.vacuum_retention_hours(), dry_run=config.dry_run)
+        if not report.exists:
+            continue
+        reports.append(report)
+        if report.settling:
+            context.log.info(f"{spec.label}: left {', '.join(report.settling)} alone while a partition replace settles")
+        yield dg.AssetObservation(asset_key=key(spec.kind, spec.name), metadata=report_metadata(report, config.scope),
+                                  description=f"maintenance ({config.scope}{', dry run' if config.dry_run else ''})")
+    context.log.info(f"maintenance ({config.scope}) of {len(reports)} tables, today {today}:\n"
+                     + format_table(report_frame(reports), max_rows=len(reports) or 1))
+
+
+@dg.job(name="maintain_lake", executor_def=dg.in_process_executor,
+        description="Keeps the lake fast and bounded: compaction, retention, vacuum, log checkpoints.")
+def maintain_lake_job():
+    maintain_tables()
+
+
+def _request(scope: str, context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    today = context.scheduled_execution_time.date().isoformat()
+    return dg.RunRequest(run_config={"ops": {"maintain_tables": {"config": {"scope": scope, "today": today}}}},
+                         tags={"seq/maintenance": scope})
+
+
+@dg.schedule(job=maintain_lake_job, cron_schedule="*/5 * * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description=f"Compacts today's day of every table the stream writes once it has "
+                         f"{maintenance.COMPACT_MIN_FILES} small files.")
+def compact_streamed_days(context: dg.ScheduleEvaluationContext):
+    return _request("today", context)
+
+
+@dg.schedule(job=maintain_lake_job, cron_schedule="30 1 * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="After close_days: retention, compaction of yesterday and of any day past the file count, "
+                         "vacuum and log checkpoints, on every table.")
+def maintain_lake_daily(context: dg.ScheduleEvaluationContext):
+    return _request("full", context)
+
+
+def files_per_partition_check(kind: str, name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=key(kind, name), name="files_per_partition", blocking=False,
+                    description=f"The most files of any day of {kind}/{name}, against {MAX_FILES_PER_PARTITION} "
+                                "(compaction keeps it far below).",
+                    automation_condition=EVERY_FIFTEEN_MINUTES)
+    def _files(lake: LakeResource) -> dg.AssetCheckResult:
+        counts = maintenance.partition_file_counts(lake.lake(), kind, name)
+        worst = max(counts, key=counts.get) if counts else None
+        most = counts[worst] if worst else 0
+        return dg.AssetCheckResult(
+            passed=most <= MAX_FILES_PER_PARTITION, severity=dg.AssetCheckSeverity.WARN,
+            description=f"{most} files in {worst} (bound {MAX_FILES_PER_PARTITION})" if worst else "no partitions",
+            metadata={"max_files_per_partition": most, "bound": MAX_FILES_PER_PARTITION, "partitions": len(counts),
+                      "files": sum(counts.values()), "worst_day": str(worst or "none")})
+
+    return _files
+
+
+def table_checks(compiled: Compiled) -> list[dg.AssetChecksDefinition]:
+    """A files-per-partition check on every table that is an asset."""
+    tables = [(s.kind, s.name) for s in maintenance.lake_tables(compiled)]
+    tables += [("analysis", t) for t in ANALYSIS_TABLES]
+    return [files_per_partition_check(k, n) for k, n in tables]
+
+
+def maintenance_defs(compiled: Compiled) -> dg.Definitions:
+    return dg.Definitions(jobs=[maintain_lake_job], schedules=[compact_streamed_days, maintain_lake_daily],
+                          asset_checks=table_checks(compiled))
