@@ -1,6 +1,6 @@
 """``seqctl``: the command line. One module per command group: ``defs``, ``project`` (init),
-``batch`` (demo data and materialize), ``stream`` (broker and produce), ``serve`` and ``analysis``
-(sql, show, report, compare)."""
+``batch`` (demo data and materialize), ``stream`` (broker and produce), ``serve``, ``analysis``
+(sql, show, report, compare) and ``maintain``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from seq_assets.cli.analysis import add_analysis_commands
     from seq_assets.cli.batch import add_batch_commands
     from seq_assets.cli.defs import add_defs_commands
+    from seq_assets.cli.maintain import add_maintain_command
     from seq_assets.cli.project import add_init_command
     from seq_assets.cli.serve import add_serve_command
     from seq_assets.cli.stream import add_broker_commands
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_broker_commands(sub)  # seqctl broker, seqctl produce
     add_serve_command(sub)  # seqctl serve
     add_analysis_commands(sub)  # seqctl sql, show, report, compare
+    add_maintain_command(sub)  # seqctl maintain
     return p
 
 
