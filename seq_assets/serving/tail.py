@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from seq_assets.core.compiled import polars_type
 from seq_assets.core.days import DAY_MS, day_start_ms, days_between
 from seq_assets.core.engine import Engine, LakeContext
 from seq_assets.core.enrichers import _pred_cols
@@ -57,7 +56,8 @@ class TailContext(LakeContext):
                        *(k for e in counters for k in e["keys"]), *(c for e in counters for c in _pred_cols(e["counts"]))})
         lf = self.lake.scan("raw", name, days=days, columns=cols)
         if lf is None or not counters:
-            frame = pl.DataFrame(schema={c: polars_type(source["schema"][c]) for c in cols})
+            types = self.compiled.source_schema(name)  # the stored types: time as Int64, a derived id
+            frame = pl.DataFrame(schema={c: types[c] for c in cols})
         else:
             expr = to_expr(counters[0]["counts"])
             for e in counters[1:]:
