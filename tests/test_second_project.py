@@ -210,3 +210,26 @@ def test_the_stream_path_indexes_the_projects_records(project, kbroker, dg_insta
         assert dead.height == 1 and "event_time" in dead.get_column("reason")[0]
     _clear_compiled()
     assert day_of_ms(now_s * 1000) >= DAYS[-1] + timedelta(days=1)
+
+
+def test_the_serving_tail_serves_fresh_records_of_the_project(project):
+    """Records the server's stream tail indexes (seconds, derived ids, string users) are served at
+    once, newest first, and a record delivered twice is one event."""
+    from seq_assets.serving.service import SequenceService
+    from seq_assets.serving.tail import KafkaTail
+    from tests.support.serving_helpers import records_frame
+
+    service = SequenceService(project["compiled"], project["lake"])
+    tail = KafkaTail(service, "127.0.0.1:9")  # never started: the test hands it records
+    service.tail = tail
+    now_s = int(time.time())
+    rows = [{"uid": "member-fresh", "movie_id": f"tt{i:07d}", "event_time": now_s - 30 - 10 * i,
+             "rating": 5 - (i % 2) * 4, "device": "tv"} for i in range(6)]
+    assert tail.ingest(SOURCE, records_frame(rows + rows[:2])) > 0
+    body = service.get("opinions_v1", "member-fresh", fields="event_time,movie_id,rating")
+    want = sorted(rows, key=lambda r: -r["event_time"])
+    assert [e["movie_id"] for e in body["events"]] == [r["movie_id"] for r in want]
+    assert [e["event_time"] for e in body["events"]] == [r["event_time"] * 1000 for r in want]
+    liked = service.get("liked_movies_v1", "member-fresh", fields="rating_id,rating")
+    assert [e["rating_id"] for e in liked["events"]] == [
+        rating_id(r["uid"], r["movie_id"], r["event_time"]) for r in want if r["rating"] >= 4]
