@@ -76,6 +76,7 @@ class SequenceService:
         self.enrichers = enrich.build(self.compiled, self.lake)
         self.serving_cols = {c for e in self.compiled.lookups("serving") for c in e["columns"]}
         self._lake_files: dict[str, set[str]] = {}
+        self._lake_versions: dict[str, int] = {}  # the events/ version each poll read up to
         self._refresh_lock = threading.Lock()
         self.last_refresh: float | None = None
         self.tail = None  # a KafkaTail, when the stream is followed
@@ -106,26 +107,40 @@ class SequenceService:
 
     def _poll_events(self) -> None:
         """Read the ``events/`` files added since the last poll for days after the oldest snapshot, and
-        those added to earlier days after that snapshot was written (late events the stream indexed)."""
+        those added to earlier days after that snapshot was written (late events the stream indexed).
+
+        A file a compaction wrote holds rows of files already read or in the snapshot: the files it
+        replaced that are neither are read instead (they stay on storage for the vacuum retention).
+        """
         days = [s.snapshot.day for s in self.stores.values()]
         since = min((d for d in days if d is not None), default=None)
         written = [s.snapshot.written_ms for s in self.stores.values() if s.snapshot.day is not None]
         written_ms = None if not written or None in written else min(written)
         wanted = {et for s in self.stores.values() for et in s.feature["event_types"]}
+        later = None  # the files holding events the snapshots do not (every file before the first)
+        if since is not None:
+            later = pl.col("partition.date") > since
+            if written_ms is not None:
+                later = later | (pl.col("modification_time") > written_ms)
         for et in wanted:
             t = self.lake.table("events", et)
             if t is None:
                 continue
             adds = add_actions(t)
-            if since is not None and "partition.date" in adds.columns:
-                later = pl.col("partition.date") > since
-                if written_ms is not None:
-                    later = later | (pl.col("modification_time") > written_ms)
+            if later is not None and "partition.date" in adds.columns:
                 adds = adds.filter(later)
             root = (local_path(t.table_uri) or t.table_uri).rstrip("/")
             uris = {f"{root}/{p}" for p in adds.get_column("path").to_list()}
             seen = self._lake_files.setdefault(et, set())
-            new = sorted(uris - seen)
+            new = uris - seen
+            last, self._lake_versions[et] = self._lake_versions.get(et), t.version()
+            if new and last is not None:
+                for c in self._compactions(et, last, t):
+                    wrote = {f"{root}/{p}" for p in c.wrote}
+                    replaced = c.replaced if later is None else c.replaced.filter(later)
+                    seen |= wrote
+                    new = (new - wrote) | ({f"{root}/{p}" for p in replaced.get_column("path").to_list()} - seen)
+            new = sorted(new)
             if not new:
                 continue
             df = pl.read_parquet(new, hive_partitioning=False, storage_options=self.lake.storage_options)
@@ -133,6 +148,12 @@ class SequenceService:
             for store in self.stores.values():
                 if et in store.feature["event_types"]:
                     store.add_fresh(df)
+
+    def _compactions(self, event_type: str, after: int, table):
+        try:
+            return self.lake.compactions("events", event_type, after, table)
+        except Exception:  # noqa: BLE001 - a version no longer readable: read what the compactions wrote
+            return []
 
     # ---- requests ---------------------------------------------------------------------------
 

@@ -40,6 +40,16 @@ class WriteInfo:
     inserted: int | None = None
 
 
+@dataclass
+class Compaction:
+    """A compaction commit: the files it wrote hold exactly the rows of the files it replaced."""
+
+    version: int
+    read_version: int  # the version it was planned on
+    wrote: set[str]
+    replaced: pl.DataFrame  # their add actions (see add_actions), as the version before it listed them
+
+
 def _arrow(df: pl.DataFrame) -> pa.Table:
     # delta-rs cannot write string views or categoricals: hand it plain large strings.
     cast = {c: pl.String for c, t in df.schema.items() if t == pl.Categorical or isinstance(t, pl.Enum)}
@@ -232,13 +242,9 @@ class Lake:
         def compacted_from(files: set[str], table: DeltaTable) -> set[str]:
             """The files compactions that read before ``landed`` wrote from ``files`` (or from their output)."""
             out: set[str] = set()
-            for h in sorted(table.history(limit=table.version() - landed), key=lambda h: h["version"]):
-                v = h["version"]
-                if v <= landed or h.get("operation") != "OPTIMIZE" or h.get("readVersion", v) >= landed:
-                    continue
-                before, after = set(at(v - 1)), set(at(v))
-                if (before - after) & (files | out):
-                    out |= after - before
+            for c in self.compactions(kind, name, landed, table):
+                if c.read_version < landed and set(c.replaced.get_column("path").to_list()) & (files | out):
+                    out |= c.wrote
             return out
 
         def remove():
@@ -252,6 +258,25 @@ class Lake:
                                                commit_properties=CommitProperties(custom_metadata={DROPS_FOR: write_id}))
 
         with_retries(remove, what=f"replace {kind}/{name}: drop files committed under it")
+
+    def compactions(self, kind: str, name: str, after: int, table: DeltaTable | None = None) -> list[Compaction]:
+        """The compactions committed to a table after version ``after`` (up to ``table``'s version,
+        default the current one), oldest first. A reader that follows the table's files can read
+        the replaced files it has not read yet instead of what a compaction wrote."""
+        table = table or self.table(kind, name)
+        if table is None or table.version() <= after:
+            return []
+        out = []
+        for h in sorted(table.history(limit=table.version() - after), key=lambda h: h["version"]):
+            v = h["version"]
+            if v <= after or h.get("operation") != "OPTIMIZE":
+                continue
+            before = add_actions(DeltaTable(self.uri(kind, name), version=v - 1, storage_options=self.storage_options))
+            now = set(add_actions(DeltaTable(self.uri(kind, name), version=v, storage_options=self.storage_options))
+                      .get_column("path").to_list())
+            out.append(Compaction(v, int(h.get("readVersion", v - 1)), now - set(before.get_column("path").to_list()),
+                                  before.filter(~pl.col("path").is_in(list(now)))))
+        return out
 
     def uri(self, kind: str, name: str) -> str:
         if kind not in KINDS:
