@@ -54,6 +54,9 @@ MIN_RETENTION_HOURS = 24
 # How long after a partition replace lands its drop of other writers' files may still be due.
 REPLACE_SETTLE_MS = 10 * 60 * 1000
 STREAMED_KINDS = ("raw", "dead_letter", "events", "metrics")  # kinds the stream writes today into
+# A sequences/ day is written whole by its build, and the time of its files is when the snapshot
+# was built (serving takes events indexed later as fresh): never rewritten.
+NOT_COMPACTED = ("sequences",)
 SCOPES = ("today", "full")
 _WRITER = WriterProperties(compression="ZSTD", compression_level=1)  # as the lake's own writer
 
@@ -376,7 +379,8 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
             report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
                                                                           today, dry_run)
             parts = parts.filter(pl.col("date") >= today - timedelta(days=spec.retention_days)) if dry_run else parts
-    wanted = compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope)
+    wanted = {} if kind in NOT_COMPACTED else \
+        compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope)
     done = compact(lake, kind, name, wanted, now_ms=now_ms, dry_run=dry_run)
     report.partitions_compacted, report.files_compacted, report.files_written = len(done.days), done.files_removed, done.files_added
     report.settling = done.settling

@@ -115,6 +115,12 @@ def test_todays_scope_compacts_only_today_of_a_streamed_table(lake):
     seq = maintenance.maintain_table(lake, maintenance.TableSpec("sequences", "f_v1"), scope="today", today=D1,
                                      now_ms=now_ms(), retention_hours=168)
     assert seq.files_compacted == 0 and seq.checkpoint_version == -1  # not a streamed table: untouched
+    for i in range(3):
+        lake.append("sequences", "f_v1", frame(D1, [f"u{i}"]))
+    seq = maintenance.maintain_table(lake, maintenance.TableSpec("sequences", "f_v1"), scope="full", today=D2,
+                                     now_ms=now_ms(), retention_hours=168)
+    # A snapshot's files are never rewritten: their time is when it was built (serving relies on it).
+    assert seq.files_compacted == 0 and maintenance.partition_file_counts(lake, "sequences", "f_v1") == {D1: 4}
 
 
 def test_compaction_racing_stream_inserts_and_a_backfill_loses_and_doubles_nothing(lake):
