@@ -15,6 +15,7 @@ import time
 from datetime import date
 
 import dagster as dg
+import polars as pl
 
 from seq_assets import settings
 from seq_assets.analysis.queries import TABLES as ANALYSIS_TABLES
@@ -44,10 +45,8 @@ def report_metadata(report: maintenance.TableReport, scope: str) -> dict:
             "settling_days": ", ".join(report.settling) or "none"}
 
 
-def report_frame(reports: list[maintenance.TableReport]):
+def report_frame(reports: list[maintenance.TableReport]) -> pl.DataFrame:
     """The figures of a run, one row per table, for the terminal and the run log."""
-    import polars as pl
-
     return pl.DataFrame([{"table": r.table, **r.figures()} for r in reports]).select(
         "table", "files_before", "files_after", "bytes_before", "bytes_after", "max_partition_files_after",
         "files_compacted", "files_written", "partitions_dropped", "files_deleted", "bytes_reclaimed",

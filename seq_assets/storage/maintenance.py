@@ -200,7 +200,9 @@ def replace_settling(lake: Lake, kind: str, name: str, table: DeltaTable, day: d
 
 
 @dataclass
-class Compaction:
+class CompactionRun:
+    """What :func:`compact` did (or, in a dry run, would do) to each day."""
+
     days: dict[date, tuple[int, int]] = field(default_factory=dict)  # day -> (files removed, files added)
     settling: list[str] = field(default_factory=list)
 
@@ -214,13 +216,13 @@ class Compaction:
 
 
 def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now_ms: int,
-            target_size: int = TARGET_FILE_BYTES, dry_run: bool = False) -> Compaction:
+            target_size: int = TARGET_FILE_BYTES, dry_run: bool = False) -> CompactionRun:
     """Compact each day of ``min_files`` that has at least that many files under ``target_size``.
 
     Rows and their content stay the same; the order of the rows inside the day too. A commit
     conflict (another writer removed a file it read) re-plans the day from a fresh snapshot.
     """
-    out = Compaction()
+    out = CompactionRun()
     for day, least in sorted(min_files.items()):
         def attempt() -> tuple[int, int] | None:
             table = lake.table(kind, name)
@@ -358,8 +360,9 @@ def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False) -> tuple
 
 def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_ms: int, retention_hours: int,
                    enforce_retention_duration: bool = True, dry_run: bool = False) -> TableReport:
-    """Scope ``today``: compact today's day of a table the stream writes. Scope ``full``: keep the
-    table's properties, drop the days past its retention, compact, vacuum and checkpoint."""
+    """Scope ``today``: compact today's day of a table the stream writes. Scope ``full``: drop the
+    days past the table's retention, compact, vacuum and checkpoint. Both keep the table's
+    :func:`retention_properties`."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r} (one of: {', '.join(SCOPES)})")
     kind, name = spec.kind, spec.name
@@ -373,12 +376,11 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
     if scope == "today" and kind not in STREAMED_KINDS:
         report.files_after, report.bytes_after, report.max_partition_files_after = _totals(parts)
         return report
-    if scope == "full":
-        keep_properties(lake, kind, name, retention_hours, dry_run)
-        if spec.retention_days is not None:
-            report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
-                                                                          today, dry_run)
-            parts = parts.filter(pl.col("date") >= today - timedelta(days=spec.retention_days)) if dry_run else parts
+    keep_properties(lake, kind, name, retention_hours, dry_run)  # before compaction: statistics on every column
+    if scope == "full" and spec.retention_days is not None:
+        report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
+                                                                      today, dry_run)
+        parts = parts.filter(pl.col("date") >= today - timedelta(days=spec.retention_days)) if dry_run else parts
     wanted = {} if kind in NOT_COMPACTED else \
         compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope)
     done = compact(lake, kind, name, wanted, now_ms=now_ms, dry_run=dry_run)
