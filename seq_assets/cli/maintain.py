@@ -11,7 +11,6 @@ from seq_assets.core.days import today_utc
 
 
 def cmd_maintain(args) -> int:
-    from seq_assets.orchestration.maintenance import report_frame
     from seq_assets.storage import maintenance
     from seq_assets.storage.sql import format_table
 
@@ -26,7 +25,7 @@ def cmd_maintain(args) -> int:
         return 0
     what = "would do (dry run, nothing changed)" if args.dry_run else "did"
     print(f"maintenance ({args.scope}) {what}, today {today}, vacuum retention {settings.vacuum_retention_hours()}h:")
-    print(format_table(report_frame(reports), max_rows=max(1, len(reports))))
+    print(format_table(maintenance.report_frame(reports), max_rows=max(1, len(reports))))
     for r in reports:
         if r.settling:
             print(f"{r.table}: left {', '.join(r.settling)} alone while a partition replace settles")

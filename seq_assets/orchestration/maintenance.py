@@ -15,7 +15,6 @@ import time
 from datetime import date
 
 import dagster as dg
-import polars as pl
 
 from seq_assets import settings
 from seq_assets.analysis.queries import TABLES as ANALYSIS_TABLES
@@ -45,14 +44,6 @@ def report_metadata(report: maintenance.TableReport, scope: str) -> dict:
             "settling_days": ", ".join(report.settling) or "none"}
 
 
-def report_frame(reports: list[maintenance.TableReport]) -> pl.DataFrame:
-    """The figures of a run, one row per table, for the terminal and the run log."""
-    return pl.DataFrame([{"table": r.table, **r.figures()} for r in reports]).select(
-        "table", "files_before", "files_after", "bytes_before", "bytes_after", "max_partition_files_after",
-        "files_compacted", "files_written", "partitions_dropped", "files_deleted", "bytes_reclaimed",
-        "log_files_deleted") if reports else pl.DataFrame()
-
-
 @dg.op(out={}, description="Compaction, retention, vacuum and log checkpoints over the lake's tables.")
 def maintain_tables(context: dg.OpExecutionContext, config: MaintainConfig, lake: LakeResource):
     lk = lake.lake()
@@ -71,7 +62,7 @@ def maintain_tables(context: dg.OpExecutionContext, config: MaintainConfig, lake
         yield dg.AssetObservation(asset_key=key(spec.kind, spec.name), metadata=report_metadata(report, config.scope),
                                   description=f"maintenance ({config.scope}{', dry run' if config.dry_run else ''})")
     context.log.info(f"maintenance ({config.scope}) of {len(reports)} tables, today {today}:\n"
-                     + format_table(report_frame(reports), max_rows=len(reports) or 1))
+                     + format_table(maintenance.report_frame(reports), max_rows=len(reports) or 1))
 
 
 @dg.job(name="maintain_lake", executor_def=dg.in_process_executor,

@@ -412,6 +412,14 @@ def maintain_lake(lake: Lake, specs: list[TableSpec], *, scope: str, today: date
     return [r for r in reports if r.exists]
 
 
+def report_frame(reports: list[TableReport]) -> pl.DataFrame:
+    """The figures of a run, one row per table, for the terminal and the run log."""
+    return pl.DataFrame([{"table": r.table, **r.figures()} for r in reports]).select(
+        "table", "files_before", "files_after", "bytes_before", "bytes_after", "max_partition_files_after",
+        "files_compacted", "files_written", "partitions_dropped", "files_deleted", "bytes_reclaimed",
+        "log_files_deleted") if reports else pl.DataFrame()
+
+
 def select_tables(specs: list[TableSpec], wanted: list[str] | None) -> list[TableSpec]:
     """The specs named ``KIND/NAME`` in ``wanted`` (all of them when it is empty); an unknown name
     is refused with the known ones."""
