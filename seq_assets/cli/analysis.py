@@ -154,7 +154,6 @@ def add_analysis_commands(sub) -> None:
     q.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (default 50)")
     q.add_argument("--stats", action="store_true", help="print time, files opened and bytes read to stderr")
     q.add_argument("--tables", action="store_true", help="list the lake views and exit")
-    q.add_argument("--lake", help="lake root (default: SEQ_LAKE_URI)")
     q.set_defaults(fn=cmd_sql)
 
     s = sub.add_parser("show", help="a user's sequence as a timeline in the terminal, newest first")
@@ -166,14 +165,14 @@ def add_analysis_commands(sub) -> None:
                    help="comma-separated stored fields to show beside the time and event type, item and surface "
                         "(or, for a feature without those, its first fields; default: the feature's scalar enrichments)")
     s.add_argument("--limit", type=int, default=50, help="events shown (default 50)")
-    s.add_argument("--lake", help="lake root (default: SEQ_LAKE_URI)")
     s.set_defaults(fn=cmd_show)
 
     r = sub.add_parser("report", help="a self-contained HTML report of one day with plots")
     r.add_argument("--date", required=True, help="the day, YYYY-MM-DD")
     r.add_argument("--out", default="report.html", help="output HTML file (default report.html)")
-    r.add_argument("--lake", help="lake root (default: SEQ_LAKE_URI)")
     r.set_defaults(fn=cmd_report)
+    for p in (q, s, r):  # every reading command can be pointed at another lake
+        p.add_argument("--lake", help="lake root (default: SEQ_LAKE_URI)")
 
     cmp_ = sub.add_parser("compare", help="shadow comparison of two sequence tables (feature versions or a Delta path)")
     cmp_.add_argument("baseline", help="e.g. engagements_v1, or the path of an external sequence table")
