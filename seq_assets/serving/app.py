@@ -5,9 +5,12 @@
     GET  /v1/features                    schema, N, window, freshness and completeness per feature
     GET  /healthz                        liveness and what is loaded
     GET  /metrics                        Prometheus text format
+    GET  /openapi.json                   the OpenAPI document of all of these
 
-Tenants (``tenants.py``), their fair scheduling (``scheduler.py``) and the metrics (``metrics.py``)
-each have their own module; this one routes requests through them to the service.
+The route table at the end of ``create_app`` registers the routes and, with the request and response
+models of ``api.py``, makes the OpenAPI document. Tenants (``tenants.py``), their fair scheduling
+(``scheduler.py``) and the metrics (``metrics.py``) each have their own module; this one routes
+requests through them to the service.
 """
 
 import contextlib
@@ -22,13 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from seq_assets.serving import api
+from seq_assets.serving.api import BatchRequest, Endpoint, SequenceOptions
 from seq_assets.serving.metrics import Metrics
 from seq_assets.serving.scheduler import FairScheduler
 from seq_assets.serving.service import RequestError, SequenceService
 from seq_assets.serving.tenants import Tenant, Tenants
 
 log = logging.getLogger("seqplat.serve")
-MAX_BATCH_USERS = 1000
 
 
 def _json(body, status: int = 200) -> Response:
@@ -80,18 +84,13 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
             if status >= 400:
                 metrics.errors.labels(*labels, str(status)).inc()
 
-    def options(request: Request, tenant: Tenant, body: dict | None = None) -> dict:
-        src = body if body is not None else request.query_params
-        return {"n": src.get("n"), "since": src.get("since"), "fields": src.get("fields"),
-                "fmt": src.get("format"), "as_of": src.get("as_of"), "max_n": tenant.max_n}
-
     async def get_sequence(request: Request) -> Response:
         feature = request.path_params["feature"]
 
         async def work(tenant: Tenant):
             user_id = service.user_id(feature, request.path_params["user_id"])  # the feature's user type
-            opts = options(request, tenant)
-            req = service.parse(feature, **opts)
+            opts = api.parse(SequenceOptions, dict(request.query_params))
+            req = service.parse(feature, **opts.options(), max_n=tenant.max_n)
             return await scheduler.submit(tenant, lambda: service.run(req, user_id))
 
         return await handle(request, "sequence", feature, work)
@@ -104,16 +103,9 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
                 body = orjson.loads(await request.body())
             except orjson.JSONDecodeError as e:
                 raise RequestError(400, f"body is not JSON: {e}") from None
-            if not isinstance(body, dict) or not isinstance(body.get("user_ids"), list):
-                raise RequestError(400, 'body must be {"user_ids": [...]} plus optional n, since, fields, format, as_of')
-            ids = body["user_ids"]
-            if len(ids) > MAX_BATCH_USERS:
-                raise RequestError(400, f"at most {MAX_BATCH_USERS} user_ids per batch, got {len(ids)}")
-            ids = [service.user_id(feature, u, batch=True) for u in ids]
-            fields = body.get("fields")
-            if isinstance(fields, list):
-                body["fields"] = ",".join(map(str, fields))
-            req = service.parse(feature, **options(request, tenant, body))
+            batch = api.parse(BatchRequest, body)
+            ids = [service.user_id(feature, u, batch=True) for u in batch.user_ids]
+            req = service.parse(feature, **batch.options(), max_n=tenant.max_n)
             return await scheduler.submit(tenant, lambda: {"feature": req.feature,
                                                            "results": [service.run(req, u) for u in ids]})
 
@@ -138,7 +130,12 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         return _json({"error": f"no route {request.method} {request.url.path}", "status": 404}, 404)
 
     async def method_not_allowed(request: Request, exc) -> Response:
-        return _json({"error": f"{request.method} is not allowed on {request.url.path}", "status": 405}, 405)
+        response = _json({"error": f"{request.method} is not allowed on {request.url.path}", "status": 405}, 405)
+        response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods it takes
+        return response
+
+    async def openapi_json(request: Request) -> Response:
+        return _json(document)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -148,14 +145,23 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         if service.tail is not None:
             service.tail.stop()
 
+    endpoints = [
+        Endpoint("POST", "/v1/sequences/{feature}/batch", post_batch, "Many users' sequences of one feature",
+                 path_params=api.FeaturePath, body=BatchRequest, response=api.Batch, errors=(400, 404, 429),
+                 keyed=True),
+        Endpoint("GET", "/v1/sequences/{feature}/{user_id}", get_sequence, "A user's sequence",
+                 path_params=api.SequencePath, query=SequenceOptions, response=api.Sequence, errors=(400, 404, 429),
+                 keyed=True),
+        Endpoint("GET", "/v1/features", features, "The features, their schema, N, window, freshness and completeness",
+                 response=api.Features, keyed=True),
+        Endpoint("GET", "/healthz", healthz, "Liveness and what is loaded", response=api.Health),
+        Endpoint("GET", "/metrics", prometheus, "Prometheus metrics", media_type="text/plain"),
+        Endpoint("GET", "/openapi.json", openapi_json, "This document"),
+    ]
+    names = sorted({*service.stores, *(s.feature["name"] for s in service.stores.values())})
+    document = api.openapi(endpoints, names, keyed=tenants.local is None)
     return Starlette(
-        routes=[
-            Route("/v1/sequences/{feature}/batch", post_batch, methods=["POST"]),
-            Route("/v1/sequences/{feature}/{user_id}", get_sequence, methods=["GET"]),
-            Route("/v1/features", features, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", prometheus, methods=["GET"]),
-        ],
+        routes=[Route(e.path, e.handler, methods=[e.method]) for e in endpoints],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )

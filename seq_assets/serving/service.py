@@ -40,13 +40,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def parse_time(value: str, now: int, what: str) -> int:
-    """An ISO time (``2026-03-01`` or ``2026-03-01T12:00:00Z``), epoch ms, or a duration back from now (``7d``)."""
-    v = value.strip()
+def parse_time(value: str | int, now: int, what: str) -> int:
+    """An ISO time (``2026-03-01`` or ``2026-03-01T12:00:00Z``), epoch ms (text or a whole number), or a
+    duration back from now (``7d``)."""
+    v = str(value).strip()
     m = _DURATION.match(v)
     if m:
         return now - int(m.group(1)) * _UNIT_MS[m.group(2)]
-    if v.isdigit():
+    if v.isdecimal():  # not isdigit: "²" is a digit int() does not read
         return int(v)
     try:
         dt = datetime.fromisoformat(v.replace("Z", "+00:00"))

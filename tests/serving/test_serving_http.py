@@ -36,6 +36,7 @@ from tests.support.serving_helpers import (
     ThreadServer,
     as_of_param,
     avoid_midnight,
+    end_of_day_ms,
     event,
     free_port,
     now_ms,
@@ -238,6 +239,8 @@ def test_batch(local, closed):
     arrays = local.client.post("/v1/sequences/saves/batch", json={"user_ids": users[:2], "format": "arrays", "n": 4,
                                                                    "fields": "ts", "as_of": AS_OF}).json()
     assert arrays["feature"] == "saves_v1" and all(len(x["mask"]) == 4 and len(x["ts"]) == 4 for x in arrays["results"])
+    as_of_ms = local.client.post("/v1/sequences/saves_v1/batch", json={**body, "as_of": end_of_day_ms(CLOSED)}).json()
+    assert as_of_ms == out  # epoch ms as a JSON number, as the document allows
     empty = local.client.post("/v1/sequences/saves_v1/batch", json={"user_ids": []})
     assert empty.status_code == 200 and empty.json()["results"] == []
     most = local.client.post("/v1/sequences/saves_v1/batch", json={"user_ids": list(range(1000)), "n": 1, "fields": "ts"})
@@ -293,6 +296,17 @@ BATCH = "/v1/sequences/engagements_v1/batch"
     ("POST", BATCH, b'{"user_ids": [1], "fields": ["ts", "nope"]}', 400, ["unknown field", "nope"]),
     ("POST", BATCH, b'{"user_ids": [1], "since": "whenever"}', 400, ["bad since", "whenever"]),
     ("POST", "/v1/sequences/nope_v1/batch", b'{"user_ids": [1]}', 404, ["unknown feature", "nope_v1"]),
+    # 500s before the request models: times that are not text (the fuzzer of test_openapi.py found
+    # these), fields that are neither a list nor text, and "²" (a digit int() does not read). And n=2.5,
+    # which was read as 2.
+    ("POST", BATCH, b'{"user_ids": [], "as_of": 2.5e-42}', 400, ["as_of must be a string or a whole number", "2.5e-42"]),
+    ("POST", BATCH, b'{"user_ids": [1], "since": [1]}', 400, ["since must be", "[1]"]),
+    ("POST", BATCH, b'{"user_ids": [1], "since": true}', 400, ["since must be"]),
+    ("POST", BATCH, b'{"user_ids": [1], "fields": 5}', 400, ["fields must be a list of strings or a string", "5"]),
+    ("POST", BATCH, b'{"user_ids": [1], "fields": [1]}', 400, ["fields must be"]),
+    ("POST", BATCH, b'{"user_ids": [1], "n": 2.5}', 400, ["n must be a whole number", "2.5"]),
+    ("POST", BATCH, b'{"user_ids": [1], "format": "csv"}', 400, ["unknown format", "csv"]),
+    ("GET", "/v1/sequences/engagements_v1/1?as_of=%C2%B2", None, 400, ["bad as_of", "'²'"]),
 ])
 def test_bad_requests_get_a_4xx_naming_the_problem(local, method, path, body, status, words):
     r = local.client.request(method, path, content=body)
@@ -301,6 +315,8 @@ def test_bad_requests_get_a_4xx_naming_the_problem(local, method, path, body, st
     assert err["status"] == status
     for w in words:
         assert w in err["error"], err["error"]
+    if status == 405:
+        assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 def test_metrics_have_latency_histograms_counters_and_freshness(local):
