@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -29,10 +31,18 @@ def test_the_readme_onboarding_steps_serve_a_sequence(tmp_path):
     port = _free_port()
     script = _steps().replace("/tmp/my-defs", str(tmp_path / "my-defs")).replace("8765", str(port))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQ_", "DAGSTER_HOME"))}
-    proc = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240, stdin=subprocess.DEVNULL)
-    out = proc.stdout
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log, err = tmp_path / "stdout", tmp_path / "stderr"
+    with log.open("w") as o, err.open("w") as e:
+        # A session of its own: whatever the steps leave running is stopped with them.
+        proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=ROOT, env=env, stdout=o, stderr=e,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert rc == 0, out[-3000:] + err.read_text()[-3000:]
     assert "definitions are valid" in out
     # seqctl sql: both members have a sequence; the bad line is a dead letter that names the field.
     assert re.search(r"\b7\b.*\b7\b", out) and re.search(r"\b42\b", out)
