@@ -13,9 +13,15 @@ retires after ``max_runs_per_worker`` runs (bounding whatever a run leaves behin
 the pool keeps ``idle_workers`` warm ones ready.
 
 Termination and run monitoring work from any process on the machine: the worker's pid is a run
-tag, ``terminate`` interrupts it, and ``check_run_worker_health`` reports a worker that is gone,
-so the daemon fails the run and run retries re-run it. Runs of a code location the launcher does
-not preload go to the code server, as with ``DefaultRunLauncher``.
+tag, and ``check_run_worker_health`` reports a worker that is gone, so the daemon fails the run
+and run retries re-run it. ``terminate`` sends the worker SIGINT, which ends its current run (the
+worker goes on to the next); a worker that has not ended the run ``terminate_grace_seconds``
+later gets SIGTERM, and after as long again SIGKILL (its process group). A run whose worker is
+gone without ending it is marked canceled, so a terminated run never hangs in CANCELING. SIGINT
+alone is not enough: a process started in the background by a shell, by ``nohup`` or by a service
+manager inherits SIGINT ignored, and so would its workers; and a run stuck in native code does not
+see it. Runs of a code location the launcher does not preload go to the code server, as with
+``DefaultRunLauncher``.
 
     run_launcher:
       module: seq_assets.launcher
@@ -24,26 +30,32 @@ not preload go to the code server, as with ``DefaultRunLauncher``.
         preload: [seq_assets.definitions]
         idle_workers: 1
         max_runs_per_worker: 200
+        terminate_grace_seconds: 5
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import Array, Field, IntSource
 from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._serdes import ConfigurableClassData, serialize_value
 
 PID_TAG = "seq/run_worker_pid"
+DEFAULT_TERMINATE_GRACE_SECONDS = 5.0
+
+log = logging.getLogger("seqplat.launcher")
 
 
 def _pointer_module(run: DagsterRun) -> str | None:
@@ -68,6 +80,18 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _kill(pid: int, sig: int) -> bool:
+    """Send ``sig`` to a worker (SIGKILL to its whole process group when it leads one); False if it is gone."""
+    try:
+        if sig == signal.SIGKILL and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)  # whatever the run started dies with it
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class _Worker:
@@ -124,11 +148,13 @@ class WarmRunLauncher(DefaultRunLauncher):
     """Launches runs on run worker processes started (and warmed) ahead of time."""
 
     def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = (),
-                 idle_workers: int = 1, max_runs_per_worker: int = 200):
+                 idle_workers: int = 1, max_runs_per_worker: int = 200,
+                 terminate_grace_seconds: float = DEFAULT_TERMINATE_GRACE_SECONDS):
         super().__init__(inst_data=inst_data)
         self._preload = list(preload)
         self._idle_target = max(0, int(idle_workers))
         self._max_runs = max(1, int(max_runs_per_worker))
+        self._grace = max(0.0, float(terminate_grace_seconds))
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
 
@@ -141,6 +167,9 @@ class WarmRunLauncher(DefaultRunLauncher):
                                   description="Warm workers kept waiting for a run."),
             "max_runs_per_worker": Field(IntSource, is_required=False, default_value=200,
                                          description="Runs a worker executes before it retires."),
+            "terminate_grace_seconds": Field(float, is_required=False, default_value=DEFAULT_TERMINATE_GRACE_SECONDS,
+                                             description="Seconds a terminated run's worker gets after SIGINT "
+                                                         "before SIGTERM, and after SIGTERM before SIGKILL."),
         }
 
     @classmethod
@@ -212,12 +241,48 @@ class WarmRunLauncher(DefaultRunLauncher):
         if not run or run.is_finished:
             return False
         self._instance.report_run_canceling(run)
-        try:
-            # The worker turns SIGINT into an interrupt of its current run (capture_interrupts).
-            os.kill(pid, signal.SIGINT)
-        except ProcessLookupError:
-            return False
+        # The worker turns SIGINT into an interrupt of its current run (capture_interrupts).
+        if _kill(pid, signal.SIGINT):
+            threading.Thread(target=self._escalate, args=(run_id, pid), daemon=True,
+                             name=f"terminate-{run_id[:8]}").start()
+        else:
+            self._cancel_if_unfinished(run_id, f"its run worker process {pid} was already gone")
         return True
+
+    def _run_ended(self, run_id: str, pid: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the run to finish or its worker to be gone; whether one happened."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self._instance.get_run_by_id(run_id)
+            if run is None or run.is_finished or not _alive(pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def _escalate(self, run_id: str, pid: int) -> None:
+        """After SIGINT: SIGTERM, then SIGKILL, each once the grace period passed with the run unfinished."""
+        try:
+            sent = "SIGINT"
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if self._run_ended(run_id, pid, self._grace):
+                    break
+                log.warning("run %s: worker %s did not stop %gs after %s; sending %s",
+                            run_id, pid, self._grace, sent, sig.name)
+                if not _kill(pid, sig):
+                    break
+                sent = sig.name
+            else:
+                self._run_ended(run_id, pid, self._grace)
+            if not _alive(pid):
+                self._cancel_if_unfinished(run_id, f"its run worker process {pid} stopped after {sent}")
+        except Exception:  # noqa: BLE001 - never let a terminate thread take anything down; monitoring remains
+            log.exception("terminating run %s", run_id)
+
+    def _cancel_if_unfinished(self, run_id: str, why: str) -> None:
+        run = self._instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self._instance.report_run_canceled(run, message=f"Run terminated: {why}.")
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -226,7 +291,10 @@ class WarmRunLauncher(DefaultRunLauncher):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pid = self._worker_pid(run.run_id)
         if pid is None:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "not launched on a warm run worker")
+            # Run monitoring fails a run on any answer but RUNNING, and this launcher cannot see the
+            # process of a run it did not start (a code server's, `seqctl materialize --record`):
+            # those are left alone, as a launcher without health checks would leave them.
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not launched on a warm run worker: not checked")
         if _alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone", run_worker_id=str(pid))
@@ -239,22 +307,43 @@ class WarmRunLauncher(DefaultRunLauncher):
         super().dispose()
 
 
+def _restore_interrupts() -> None:
+    """Put SIGINT (and SIGTERM) back to Python's defaults in a worker that inherited them ignored.
+
+    A platform started in the background (a shell's ``&``, ``nohup``, a service manager) passes
+    SIGINT ignored on to every process it starts, so ``terminate``'s SIGINT would do nothing
+    until its SIGTERM; and Dagster's interrupt capture, once left, gives SIGTERM the handler of
+    SIGINT, so SIGTERM can come in ignored as well. Safe here only: a worker leads its own
+    session, so no terminal's Ctrl-C reaches it, only ``terminate``.
+    """
+    if os.getsid(0) != os.getpid():
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _worker_main(preload: Sequence[str]) -> int:
     """A run worker: import the code location, then execute the runs read from stdin, one by one."""
     import importlib
+
+    _restore_interrupts()
 
     from dagster._cli.api import _execute_run_command_body
     from dagster._core.instance import DagsterInstance, InstanceRef
     from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts, pop_captured_interrupt
 
-    for name in preload:
-        importlib.import_module(name)
     instances: dict[str, DagsterInstance] = {}
     out = sys.stdout
     sys.stdout = sys.stderr  # run output must not mix with the "done" lines the launcher reads
     try:
+        # An interrupt while the code location imports is kept, not fatal: its run is canceling by
+        # then, and is ended below without being executed.
         with capture_interrupts():
+            for name in preload:
+                importlib.import_module(name)
             for line in sys.stdin:
                 if not line.strip():
                     continue
@@ -262,11 +351,19 @@ def _worker_main(preload: Sequence[str]) -> int:
                 ref = msg["instance_ref"]
                 if ref not in instances:
                     instances[ref] = DagsterInstance.from_ref(deserialize_value(ref, InstanceRef))
-                try:
-                    _execute_run_command_body(msg["run_id"], instances[ref], lambda _event: None,
-                                              set_exit_code_on_failure=False)
-                finally:
-                    pop_captured_interrupt()  # an interrupt ends the run it was meant for, not the next
+                instance = instances[ref]
+                # An interrupt that came between runs was meant for a run that ended first; one
+                # meant for this run came after ``terminate`` marked it canceling, seen here.
+                pop_captured_interrupt()
+                run = instance.get_run_by_id(msg["run_id"])
+                if run is not None and run.status == DagsterRunStatus.CANCELING:
+                    instance.report_run_canceled(run, message="Run terminated before its run worker started it.")
+                elif run is not None and run.status != DagsterRunStatus.CANCELED:
+                    try:
+                        _execute_run_command_body(msg["run_id"], instance, lambda _event: None,
+                                                  set_exit_code_on_failure=False)
+                    finally:
+                        pop_captured_interrupt()  # an interrupt ends the run it was meant for, not the next
                 try:
                     out.write(f"done {msg['run_id']}\n")
                     out.flush()
@@ -278,5 +375,55 @@ def _worker_main(preload: Sequence[str]) -> int:
     return 0
 
 
+def cancel_runs_in_flight(instance, tag: str, why: str) -> int:
+    """Cancel every run carrying ``tag`` that has not finished; how many.
+
+    For a platform that is stopping with what these runs read: ``make dev`` stops its in-memory
+    broker, and a stream micro-batch still reading from it would fail (and be retried, on the next
+    start, against a broker that has other records at those offsets). Canceled instead, it ends
+    gray with the reason, and is not retried. A run on a live warm worker is marked canceling and
+    interrupted, so the worker ends it; one whose worker is gone, or that no worker took yet, is
+    marked canceled.
+    """
+    from dagster import RunsFilter
+
+    unfinished = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
+                  DagsterRunStatus.STARTED]  # a canceling one is being ended already
+    runs = [r for r in instance.get_runs(filters=RunsFilter(statuses=unfinished)) if tag in r.tags]
+    canceled = 0
+    for listed in runs:
+        run = instance.get_run_by_id(listed.run_id)  # as it is now: it may have ended since
+        if run is None or run.is_finished or run.status == DagsterRunStatus.CANCELING:
+            continue
+        canceled += 1
+        pid = run.tags.get(PID_TAG) or ""
+        if run.status == DagsterRunStatus.STARTED and pid.isdigit() and _alive(int(pid)):
+            instance.report_run_canceling(run, message=f"Terminating: {why}.")
+            if _kill(int(pid), signal.SIGINT):
+                continue
+        instance.report_run_canceled(run, message=f"Run terminated: {why}.")
+    return canceled
+
+
+def _cancel_on_sigterm(tag: str, why: str) -> int:
+    """Wait for SIGTERM (or SIGINT), then :func:`cancel_runs_in_flight`: a stop has no time to import
+    Dagster and open the instance, so that is done ahead."""
+    from dagster import DagsterInstance
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    with DagsterInstance.get() as instance:
+        instance.get_runs(limit=1)  # the storage is open and warm
+        print("waiting for SIGTERM to cancel the runs in flight", flush=True)
+        while not stopping.wait(3600):
+            pass
+        print(f"canceled {cancel_runs_in_flight(instance, tag, why)} run(s) in flight", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--cancel-on-sigterm"]:  # --cancel-on-sigterm TAG WHY (scripts/dev.sh)
+        code = _cancel_on_sigterm(sys.argv[2], sys.argv[3])
+        os._exit(code)  # done and flushed: tearing down the interpreter can take seconds the stop has not got
     sys.exit(_worker_main(sys.argv[1:]))

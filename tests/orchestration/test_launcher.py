@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from seq_assets.orchestration.launcher import PID_TAG, WarmRunLauncher
+from seq_assets.orchestration.launcher import PID_TAG, WarmRunLauncher, _alive
+from tests.support.signals import dispositions
 from tests.support.stream import (
     cursor_at_end,
     day_start_ms,
@@ -60,6 +62,9 @@ def test_shipped_instance_uses_the_warm_launcher(warm_home):
         launcher = instance.run_launcher
         assert isinstance(launcher, WarmRunLauncher)
         assert "seq_assets.definitions" in launcher._preload
+        assert launcher._grace == 5
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
+        assert not instance.nux_enabled  # no newsletter pop-up in the UI
 
 
 def test_a_micro_batch_launched_by_dagster_runs_on_a_warm_worker(warm_home, kbroker, kafka_res, stream_lake):
@@ -96,25 +101,205 @@ def test_a_micro_batch_launched_by_dagster_runs_on_a_warm_worker(warm_home, kbro
     assert sorted(events.get_column("event_id").to_list()) == sorted(e["event_id"] for e in evs)
 
 
+def _stand_in_worker(*ignored: signal.Signals) -> subprocess.Popen:
+    """A process in a worker's place: it sleeps, ignoring ``ignored`` and with SIGINT and SIGTERM
+    otherwise at their defaults, however this test process was started (tests/support/signals.py)."""
+    def preexec():
+        dispositions(sigint_ignored=False)()
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=preexec)
+
+
+def _wait_status(instance, run_id: str, timeout: float) -> dg.DagsterRunStatus:
+    deadline = time.monotonic() + timeout
+    while (status := instance.get_run_by_id(run_id).status) not in (dg.DagsterRunStatus.CANCELED,
+                                                                     dg.DagsterRunStatus.FAILURE):
+        assert time.monotonic() < deadline, f"run still {status} after {timeout}s"
+        time.sleep(0.1)
+    return status
+
+
 def test_terminate_interrupts_the_worker_and_a_vanished_worker_fails_health(warm_home):
     from dagster._core.launcher import WorkerStatus
     from dagster._core.test_utils import create_run_for_test
 
     with dg.DagsterInstance.from_config(str(warm_home)) as instance:
         launcher = instance.run_launcher
-        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        worker = _stand_in_worker()
         try:
             run = create_run_for_test(instance, job_name="stream_user_engagements",
                                       status=dg.DagsterRunStatus.STARTED, tags={PID_TAG: str(worker.pid)})
             assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
             assert launcher.terminate(run.run_id) is True
-            assert worker.wait(timeout=10) != 0  # SIGINT ended the sleeping process
-            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELING
+            assert worker.wait(timeout=10) == -signal.SIGINT  # SIGINT ended the sleeping process
+            # It ended without ending its run: the launcher marks the run canceled, never leaves it canceling.
+            assert _wait_status(instance, run.run_id, timeout=10) == dg.DagsterRunStatus.CANCELED
             health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
             assert health.status == WorkerStatus.FAILED and str(worker.pid) in health.msg
         finally:
             worker.kill()
             worker.wait()
+
+
+def test_run_monitoring_fails_a_run_whose_worker_is_gone_and_leaves_other_runs_alone(warm_home):
+    """What the daemon's run monitoring (on in the shipped settings) does with the launcher's answers:
+    a run whose warm worker is gone is failed; a run the launcher did not start (no worker pid, e.g.
+    `seqctl materialize --record` executing in its own process) is not touched."""
+    import logging
+
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+    with dg.DagsterInstance.from_config(str(warm_home)) as instance:
+        gone = _stand_in_worker()
+        gone.kill()
+        gone.wait()
+        lost = create_run_for_test(instance, job_name="stream_user_engagements",
+                                   status=dg.DagsterRunStatus.STARTED, tags={PID_TAG: str(gone.pid)})
+        elsewhere = create_run_for_test(instance, job_name="daily_batch", status=dg.DagsterRunStatus.STARTED)
+        for run in (lost, elsewhere):
+            record = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))[0]
+            monitor_started_run(instance, None, record, logging.getLogger("test"))
+        assert instance.get_run_by_id(lost.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_cancel_runs_in_flight_cancels_only_unfinished_runs_with_the_tag(warm_home):
+    """What `make dev` does as it stops: the micro-batches in flight end canceled, not failed."""
+    from dagster._core.test_utils import create_run_for_test
+
+    from seq_assets.orchestration.launcher import cancel_runs_in_flight
+
+    with dg.DagsterInstance.from_config(str(warm_home)) as instance:
+        worker = _stand_in_worker()
+        try:
+            def run(status, **tags):
+                return create_run_for_test(instance, job_name="stream_user_engagements", status=status,
+                                           tags={"seq/source": "user_engagements", **tags}).run_id
+
+            running = run(dg.DagsterRunStatus.STARTED, **{PID_TAG: str(worker.pid)})
+            not_taken = run(dg.DagsterRunStatus.STARTING)
+            done = run(dg.DagsterRunStatus.SUCCESS, **{PID_TAG: str(worker.pid)})
+            batch = create_run_for_test(instance, job_name="daily_batch", status=dg.DagsterRunStatus.STARTED).run_id
+            assert cancel_runs_in_flight(instance, "seq/source", "the test stops") == 2
+            assert instance.get_run_by_id(running).status == dg.DagsterRunStatus.CANCELING
+            assert worker.wait(timeout=10) == -signal.SIGINT  # interrupted: a real worker ends the run now
+            assert instance.get_run_by_id(not_taken).status == dg.DagsterRunStatus.CANCELED
+            assert instance.get_run_by_id(done).status == dg.DagsterRunStatus.SUCCESS
+            assert instance.get_run_by_id(batch).status == dg.DagsterRunStatus.STARTED
+        finally:
+            worker.kill()
+            worker.wait()
+
+
+def test_cancel_on_sigterm_cancels_the_runs_in_flight_at_once(warm_home):
+    """`make dev`'s stop helper: Dagster loaded ahead, it cancels the micro-batches in flight as soon as
+    SIGTERM comes, well inside the stop's bound, and exits."""
+    from dagster._core.test_utils import create_run_for_test
+
+    with dg.DagsterInstance.from_config(str(warm_home)) as instance:
+        run_id = create_run_for_test(instance, job_name="stream_user_engagements", status=dg.DagsterRunStatus.STARTING,
+                                     tags={"seq/source": "user_engagements"}).run_id
+        helper = subprocess.Popen([sys.executable, "-m", "seq_assets.orchestration.launcher", "--cancel-on-sigterm",
+                                   "seq/source", "the test stops"], cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(warm_home)},
+                                  stdout=subprocess.PIPE, text=True, preexec_fn=dispositions(sigint_ignored=True))
+        try:
+            assert helper.stdout.readline().startswith("waiting for SIGTERM"), "the helper did not get ready"
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTING
+            t0 = time.monotonic()
+            helper.send_signal(signal.SIGTERM)
+            assert helper.wait(timeout=10) == 0
+            assert time.monotonic() - t0 < 2.0
+            assert "canceled 1 run(s)" in helper.stdout.read()
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELED
+        finally:
+            if helper.poll() is None:
+                helper.kill()
+                helper.wait()
+
+
+@pytest.mark.parametrize("ignored, ended_by", [
+    ((signal.SIGINT,), signal.SIGTERM),
+    ((signal.SIGINT, signal.SIGTERM), signal.SIGKILL),
+], ids=["sigint-ignored", "sigint-and-sigterm-ignored"])
+def test_terminate_escalates_to_sigterm_then_sigkill(warm_home, ignored, ended_by):
+    """A worker that ignores SIGINT (started in the background) gets SIGTERM after the grace period,
+    one that ignores that too gets SIGKILL after another; the run ends canceled either way."""
+    from dagster._core.test_utils import create_run_for_test
+
+    grace = 1
+    yaml = (warm_home / "dagster.yaml").read_text()
+    assert "terminate_grace_seconds: 5" in yaml  # the shipped setting
+    (warm_home / "dagster.yaml").write_text(yaml.replace("terminate_grace_seconds: 5", f"terminate_grace_seconds: {grace}"))
+    with dg.DagsterInstance.from_config(str(warm_home)) as instance:
+        worker = _stand_in_worker(*ignored)
+        try:
+            time.sleep(0.5)  # the stand-in has set its dispositions
+            run = create_run_for_test(instance, job_name="stream_user_engagements",
+                                      status=dg.DagsterRunStatus.STARTED, tags={PID_TAG: str(worker.pid)})
+            t0 = time.monotonic()
+            assert instance.run_launcher.terminate(run.run_id) is True
+            assert worker.wait(timeout=10 * grace) == -ended_by
+            took = time.monotonic() - t0
+            steps = 1 if ended_by == signal.SIGTERM else 2
+            assert steps * grace <= took < steps * grace + 3, took
+            assert _wait_status(instance, run.run_id, timeout=10) == dg.DagsterRunStatus.CANCELED
+        finally:
+            worker.kill()
+            worker.wait()
+
+
+@pytest.mark.parametrize("own_session, restored", [(True, True), (False, False)])
+def test_a_worker_restores_sigint_only_in_a_session_of_its_own(own_session, restored):
+    """A worker (its own session leader, as the launcher starts it) that inherited SIGINT and SIGTERM
+    ignored puts Python's defaults back; a process that shares a terminal's session keeps them."""
+    code = ("import os, signal\n"
+            f"if {own_session}: os.setsid()\n"
+            "from seq_assets.orchestration.launcher import _restore_interrupts\n"
+            "_restore_interrupts()\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,"
+            " signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)")
+
+    def preexec():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         preexec_fn=preexec)
+    assert out.stdout.split() == [str(restored)] * 2, out.stderr[-2000:]
+
+
+def test_terminating_runs_on_a_worker_started_with_sigint_ignored(tmp_path):
+    """The launcher (and so the worker it starts) runs in a process whose SIGINT is ignored, as in a
+    platform started in the background, by nohup or a service manager. A running run is still
+    ended by the interrupt alone, canceled, and its worker takes the next run; a run deaf to SIGINT
+    and SIGTERM (stuck in native code) is ended by SIGKILL after twice the grace period; a run
+    terminated while its new worker still imports the code location ends canceled without starting."""
+    from tests.support.slow_runs import instance_yaml
+
+    grace = 3
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml(grace))
+    proc = subprocess.run([sys.executable, "-m", "tests.support.slow_runs", str(home),
+                           "wait_job", "deaf_job", "wait_job@launch"],
+                          cwd=ROOT, preexec_fn=dispositions(sigint_ignored=True),
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    waiting, deaf, early = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert waiting["sigint_ignored_here"] is True
+    assert waiting["status"] == deaf["status"] == "CANCELED", (waiting, deaf)
+    assert waiting["seconds"] < grace and waiting["worker_alive"], waiting  # no escalation was needed
+    assert deaf["pid"] == waiting["pid"], "the interrupted worker should have taken the next run"
+    assert 2 * grace <= deaf["seconds"] < 2 * grace + 5 and not deaf["worker_alive"], deaf
+    # Terminated as soon as it was handed to a fresh worker, still importing: ended, never started.
+    assert early["status"] == "CANCELED" and not early["op_started"], early
+    assert early["pid"] != deaf["pid"] and early["seconds"] < 2 * grace + 5, early
+    for pid in {waiting["pid"], deaf["pid"], early["pid"]}:
+        deadline = time.monotonic() + 10
+        while _alive(pid):  # and no worker outlives its launcher
+            assert time.monotonic() < deadline, f"worker {pid} still running after its launcher exited"
+            time.sleep(0.1)
 
 
 def test_one_warm_worker_runs_consecutive_runs(warm_home, kbroker, kafka_res, stream_lake, monkeypatch):
