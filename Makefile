@@ -29,5 +29,10 @@ compile: install
 bench: install
 	$(BIN)/python bench/batch.py
 
+# A day of streaming compressed into minutes, with maintenance and without: `make soak SOAK_ARGS="--batches 600"`.
+.PHONY: soak
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf .data .dagster_home

@@ -1,0 +1,498 @@
+"""Soak benchmark: hours of streaming compressed into minutes, with maintenance and without.
+
+    .venv/bin/python bench/soak.py                  # 3,000 micro-batches (4h10 of stream): hours here
+    .venv/bin/python bench/soak.py --batches 600    # a quick run (50 minutes of stream): ~15 min here
+    make soak SOAK_ARGS="--batches 600"
+
+The run takes as long as the lake without maintenance takes to write: its micro-batch MERGE reads
+every file of the day, so each batch costs more than the one before (measured here, with other
+work on the machine: 0.9 s a batch over the first 250, 2.2 s over the last of 900).
+
+``make dev`` produces 20 events/s and the stream sensor asks for a run every 5 s: about 100 records
+per micro-batch. This replays that stream without Kafka: the demo producer's live events
+(``LiveEvents``: sessions, ~2% duplicates, malformed records, late events 1-3 days back) with their
+event times on simulated time that advances 5 s per batch inside one UTC day, each batch written
+by the stream's own write path (``seq_assets.kafka.microbatch.index_records``) into two lakes:
+
+- **with maintenance**: the maintenance schedules the code location defines
+  (``seq_assets.orchestration.maintenance``: ``compact_streamed_days``, ``maintain_lake_daily``)
+  are evaluated at their cron ticks in simulated time, and the run each asks for is done with the
+  function the ``maintain_lake`` job's op calls (``storage.maintenance.maintain_lake``, with the
+  scope and ``today`` of the schedule's run config, the wall clock as ``now_ms`` and
+  ``settings.vacuum_retention_hours()``). At the end one more full run with a vacuum retention of
+  0 hours, so the bytes left on disk can be set against the live bytes.
+- **without maintenance**: the same records, nothing else.
+
+Each lake is written by a process of its own; the two go batch by batch in lockstep (a barrier
+after every batch and around every reading), so the machine's noise hits both. After the warm-up
+(``--warmup`` batches) each process copies its lake aside: that copy is the *start*. At the end it
+reads the start copy and the lake in turn, so each end/start ratio is measured at one moment: the
+time to open ``raw/`` and ``events/`` (``Lake.table``), a one-day scan of ``events/``
+(``Lake.read(..., days=[day])``; the day holds more rows at the end, so the ratio per row read is
+printed too), and the serving poll (``SequenceService.refresh`` right after a
+micro-batch lands, as ``seqctl serve`` polls every 2 s: the start copy is given the batches after
+the warm-up, the lake the last ones, one each in turn). Also: the most files of any day of
+``raw/`` and ``events/`` at the end and at their peak (just before each compaction), and after the
+final vacuum the bytes under the table folders (data and log) against the live bytes of the
+current versions. Readings along the way go to stderr. No timed assertions.
+
+Compressed time: the stream's commits come many times faster than in ``make dev``, so maintenance
+sees more commits per wall-clock minute (its replace-settling look-back is in wall-clock time).
+``close_days`` (00:30 UTC, a batch recompute of the late-arrival horizon) is not run: it is not
+maintenance, and it would rewrite the late days of ``events/`` on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import polars as pl
+
+SOURCE = "user_engagements"
+TARGETS = {"files": 50, "open": 1.5, "scan": 1.5, "poll": 1.5, "bytes": 1.3}
+SIDES = ("with", "without")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+class Clock:
+    """Simulated time: batch ``i`` is taken at the end of its interval."""
+
+    def __init__(self, a):
+        day = date.fromisoformat(a.day)
+        self.day = day
+        self.day_ms = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+        self.start_ms = self.day_ms + int(a.start_hour * 3_600_000)
+        self.interval_ms = int(a.interval * 1000)
+        self.end_ms = self.start_ms + a.batches * self.interval_ms
+
+    def batch_end(self, i: int) -> int:
+        return self.start_ms + (i + 1) * self.interval_ms
+
+
+# ---- the stream, the lookups, the schedules (in the parent) ---------------------------------
+
+
+def make_batches(a, clock: Clock, partitions: int) -> pl.DataFrame:
+    """The producer's live events over ``batches * interval`` simulated seconds, as Kafka records
+    with a ``batch`` column: each record goes to the batch of the 5 s in which it is sent."""
+    from seq_assets.devtools.produce import LiveEvents
+
+    live = LiveEvents(a.records / a.interval, a.batches * a.interval, seed=a.seed, users=a.users, items=a.items,
+                      start_ms=clock.start_ms, pace=False)
+    frame = pl.concat([live.segment_frame(*seg) for seg in live.segments])
+    frame = frame.with_columns(
+        batch=((pl.col("send_ms") - clock.start_ms) // clock.interval_ms).clip(0, a.batches - 1).cast(pl.Int64),
+        kafka_partition=(pl.col("key").hash(a.seed) % partitions).fill_null(0).cast(pl.Int32),
+    ).with_columns(kafka_offset=pl.int_range(pl.len(), dtype=pl.Int64).over("kafka_partition"))
+    return frame.select("batch", "value", "key", "kafka_partition", "kafka_offset", pl.col("send_ms").alias("kafka_ts"))
+
+
+def write_enrichment_snapshots(a, compiled, landing: Path, day: date) -> None:
+    """The demo lookup snapshots of the day and the 3 before it (late events reach back 3 days)."""
+    from seq_assets.devtools.demo_data import DemoSpec, generate_enrichment_snapshots
+
+    snaps = generate_enrichment_snapshots(DemoSpec(users=a.users, days=4, events=a.records, seed=a.seed,
+                                                   end_date=day, items=a.items))
+    for name, e in compiled.enrichments.items():
+        for d, snap in snaps.get(name, {}).items() if e["kind"] == "lookup" else ():
+            path = landing / e["snapshot_location"] / f"date={d.isoformat()}" / "snapshot.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            snap.write_parquet(path)
+
+
+def maintenance_ticks(compiled, start_ms: int, end_ms: int) -> list[tuple[int, str, dict]]:
+    """(tick ms, schedule name, the ``maintain_tables`` config its run asks for) for every tick in
+    [start_ms, end_ms] of every schedule of the code location's maintenance definitions."""
+    import dagster as dg
+    from dagster._utils.schedules import cron_string_iterator
+
+    from seq_assets.orchestration.maintenance import maintenance_defs
+
+    ticks = []
+    for sched in maintenance_defs(compiled).schedules:
+        crons = [sched.cron_schedule] if isinstance(sched.cron_schedule, str) else list(sched.cron_schedule)
+        for cron in crons:
+            for t in cron_string_iterator(start_ms / 1000, cron, sched.execution_timezone or "UTC"):
+                ms = int(t.timestamp() * 1000)
+                if ms > end_ms:
+                    break
+                data = sched.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=t))
+                for req in data.run_requests or []:
+                    ticks.append((ms, sched.name, req.run_config["ops"]["maintain_tables"]["config"]))
+    return sorted(ticks, key=lambda x: x[0])
+
+
+# ---- one lake (in its process) --------------------------------------------------------------
+
+
+class Lakeside:
+    """A lake, its engine, the maintenance due on it and a serving service over it."""
+
+    def __init__(self, root: Path, compiled, landing, ticks: list[tuple[int, str, dict]]):
+        from seq_assets.core.engine import Engine
+        from seq_assets.storage.lake import Lake
+
+        self.root = root
+        self.lake = Lake(str(root))
+        self.engine = Engine(compiled, self.lake, landing)
+        self.compiled = compiled
+        self.ticks, self.next_tick = ticks, 0
+        self.service = None
+        self.write_s: list[float] = []
+        self.maint_s = 0.0
+        self.maint_runs: dict[str, int] = {}
+        self.peak = {"files": 0, "table": None}  # most files of a day, seen by maintenance before it ran
+        self.polls: list[float] = []
+
+    def tables(self) -> list[tuple[str, str]]:
+        return [("raw", SOURCE), *(("events", et) for et in self.compiled.event_types)]
+
+    def write(self, records: pl.DataFrame, batch_id: str, now_ms: int) -> None:
+        """The stream's micro-batch, then the maintenance runs due by its simulated time."""
+        from seq_assets.kafka.microbatch import index_records
+
+        t = time.perf_counter()
+        if records.height:
+            index_records(self.engine, SOURCE, records, batch_id=batch_id, now=_utc(now_ms))
+        self.write_s.append(time.perf_counter() - t)
+        while self.next_tick < len(self.ticks) and self.ticks[self.next_tick][0] <= now_ms:
+            _, name, config = self.ticks[self.next_tick]
+            self.next_tick += 1
+            self.maintain(name, config)
+
+    def maintain(self, schedule: str, config: dict, **override) -> list:
+        """What the ``maintain_lake`` job's op does with this run config."""
+        from seq_assets import settings
+        from seq_assets.storage import maintenance
+
+        t = time.perf_counter()
+        specs = maintenance.select_tables(maintenance.lake_tables(self.compiled, self.lake), config.get("tables") or [])
+        kw = {"retention_hours": settings.vacuum_retention_hours(), **override}
+        reports = maintenance.maintain_lake(self.lake, specs, scope=config.get("scope", "full"),
+                                            today=date.fromisoformat(config["today"]), now_ms=int(time.time() * 1000),
+                                            dry_run=bool(config.get("dry_run", False)), **kw)
+        self.maint_s += time.perf_counter() - t
+        self.maint_runs[schedule] = self.maint_runs.get(schedule, 0) + 1
+        watched = {f"{k}/{n}" for k, n in self.tables()}
+        for r in reports:
+            if r.table in watched and r.max_partition_files_before > self.peak["files"]:
+                self.peak = {"files": r.max_partition_files_before, "table": r.table}
+        return reports
+
+    def serve(self) -> None:
+        from seq_assets.serving.service import SequenceService
+
+        self.service = SequenceService(self.compiled, self.lake)
+
+    def poll(self, timed: bool) -> None:
+        t = time.perf_counter()
+        self.service.refresh()
+        if timed:
+            self.polls.append(time.perf_counter() - t)
+
+    def take_polls(self) -> float | None:
+        polls, self.polls = self.polls, []
+        return statistics.median(polls) if polls else None
+
+    def files(self) -> dict:
+        """The most files of any day over raw/ and events/, where, and the most per day."""
+        from seq_assets.storage.maintenance import partition_files
+
+        worst = {"files": 0, "table": None, "day": None}
+        by_day: dict[date, int] = {}
+        for kind, name in self.tables():
+            t = self.lake.table(kind, name)
+            if t is None:
+                continue
+            for d, n in partition_files(t).select("date", "files").iter_rows():
+                by_day[d] = max(by_day.get(d, 0), int(n))
+                if n > worst["files"]:
+                    worst = {"files": int(n), "table": f"{kind}/{name}", "day": d.isoformat()}
+        return {**worst, "by_day": {d.isoformat(): n for d, n in sorted(by_day.items())}}
+
+    def open_all(self) -> None:
+        for kind, name in self.tables():
+            self.lake.table(kind, name)
+
+    def scan_day(self, day: date) -> int:
+        """A one-day scan of every events/ table; returns the rows read."""
+        return sum(self.lake.read("events", et, days=[day]).height for et in self.compiled.event_types)
+
+    def disk_bytes(self) -> dict:
+        """Bytes under every table folder (data files and log) against the live files' bytes."""
+        from seq_assets.storage.lake import add_actions
+        from seq_assets.storage.maintenance import lake_tables
+
+        disk = live = log = 0
+        for spec in lake_tables(self.compiled, self.lake):
+            t = self.lake.table(spec.kind, spec.name)
+            if t is None:
+                continue
+            live += int(add_actions(t).get_column("size_bytes").sum() or 0)
+            for dirpath, _, names in os.walk(self.root / spec.kind / spec.name):
+                size = sum(os.path.getsize(os.path.join(dirpath, n)) for n in names)
+                disk += size
+                log += size if "_delta_log" in dirpath else 0
+        return {"disk": disk, "live": live, "log": log, "ratio": disk / live if live else None}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def side_main(name: str, a, barrier, out) -> None:
+    """One lake's run, in lockstep with the other side's process (``barrier``)."""
+    try:
+        out.put((name, run_side(name, a, barrier)))
+    except BaseException as e:  # noqa: BLE001 - the parent reports it; the other side must not wait forever
+        import traceback
+
+        barrier.abort()
+        out.put((name, {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}))
+
+
+def run_side(name: str, a, barrier) -> dict:
+    from seq_assets.settings import load_compiled
+    from seq_assets.storage.landing import Landing
+
+    maintained = name == "with"
+    compiled = load_compiled()
+    clock = Clock(a)
+    work = Path(a.workdir)
+    frame = pl.read_parquet(work / "batches.parquet")
+    empty = frame.drop("batch").clear()
+    parts = {k[0]: g.drop("batch") for k, g in frame.group_by("batch", maintain_order=True)}
+    batches = [parts.get(i, empty) for i in range(a.batches)]
+    del frame, parts
+    ticks = maintenance_ticks(compiled, clock.start_ms, clock.end_ms) if maintained else []
+    landing = Landing(str(work / "landing"))
+    side = Lakeside(work / name / "lake", compiled, landing, ticks)
+    for e, spec in compiled.enrichments.items():
+        if spec["kind"] == "lookup":
+            for d in (clock.day - timedelta(days=i) for i in range(3, -1, -1)):
+                side.engine.write_enrichment_day(e, d)
+    W = a.poll_window
+    last = a.batches - W  # the last W batches are written at the end, in turn with the start copy's
+    points = sorted(set(range(a.warmup + a.every, last, a.every)))
+    windows = {p - k for p in points for k in range(W)}
+    trace = []
+
+    def sync():
+        barrier.wait(timeout=3600)
+
+    for i in range(last):
+        side.write(batches[i], f"{SOURCE}@soak-{i}", clock.batch_end(i))
+        n = i + 1
+        if n == a.warmup:
+            shutil.copytree(side.root, work / name / "start")  # the start: the lake after the warm-up
+            start_next_tick = side.next_tick
+            side.serve()
+        sync()
+        if n > a.warmup and n in windows:  # both sides poll at once, neither beside the other's write
+            side.poll(timed=n - 1 in windows)  # the first of a window catches up, untimed
+            sync()
+        if n in points:
+            f = side.files()
+            open_s = statistics.median(_timed(side.open_all) for _ in range(a.repeat))
+            scan_s = statistics.median(_timed(lambda: side.scan_day(clock.day)) for _ in range(a.repeat))
+            poll_s = side.take_polls()
+            trace.append({"batch": n, **f, "open_s": open_s, "scan_s": scan_s, "poll_s": poll_s})
+            _log(f"batch {n:>5} {_utc(clock.batch_end(i)):%H:%M} {name:>7}: most files {f['files']:>5} "
+                 f"({f['table']} {f['day']}), open {open_s * 1e3:6.1f} ms, scan {scan_s * 1e3:7.1f} ms, "
+                 f"poll {(poll_s or 0) * 1e3:6.1f} ms, write {statistics.mean(side.write_s[-a.every:]) * 1e3:5.0f} "
+                 f"ms/batch, maintenance {side.maint_s:6.1f} s")
+            sync()
+
+    # The end: the start copy and the lake, read in turn.
+    start = Lakeside(work / name / "start", compiled, landing, ticks)
+    start.next_tick = start_next_tick
+    start.serve()
+    side.poll(timed=False)
+    sync()
+    for k in range(W):
+        j, i = a.warmup + k, last + k  # the start copy goes on from where it was copied
+        start.write(batches[j], f"{SOURCE}@soak-{j}", clock.batch_end(j))
+        side.write(batches[i], f"{SOURCE}@soak-{i}", clock.batch_end(i))
+        sync()
+        start.poll(timed=k > 0)
+        side.poll(timed=k > 0)
+        sync()
+    readings = {"open_s": ([], []), "scan_s": ([], [])}
+    for _ in range(a.repeat):
+        for lk, slot in ((start, 0), (side, 1)):
+            readings["open_s"][slot].append(_timed(lk.open_all))
+            readings["scan_s"][slot].append(_timed(lambda lk=lk: lk.scan_day(clock.day)))
+    rows = (start.scan_day(clock.day), side.scan_day(clock.day))
+    end_files = side.files()
+    sync()
+    before = side.disk_bytes()
+    final_s, final = 0.0, {}
+    if maintained:
+        t = time.perf_counter()
+        reports = side.maintain("final (vacuum retention 0 h)", {"scope": "full", "today": clock.day.isoformat()},
+                                retention_hours=0, enforce_retention_duration=False)
+        final_s = time.perf_counter() - t
+        final = {"files_deleted": sum(r.files_deleted for r in reports),
+                 "bytes_reclaimed": sum(r.bytes_reclaimed for r in reports)}
+    after = side.disk_bytes()
+    return {
+        "start": {"open_s": statistics.median(readings["open_s"][0]), "scan_s": statistics.median(readings["scan_s"][0]),
+                  "poll_s": start.take_polls(), "rows": rows[0], "versions": {f"{k}/{n}": start.lake.table(k, n).version()
+                                                             for k, n in start.tables()}},
+        "end": {"open_s": statistics.median(readings["open_s"][1]), "scan_s": statistics.median(readings["scan_s"][1]),
+                "poll_s": side.take_polls(), "rows": rows[1], "versions": {f"{k}/{n}": side.lake.table(k, n).version()
+                                                          for k, n in side.tables()}},
+        "files": end_files, "peak": side.peak if maintained else {"files": end_files["files"], "table": end_files["table"]},
+        "after_final": side.files(), "bytes_before_vacuum": before, "bytes": after,
+        "write_s_first": statistics.mean(side.write_s[a.warmup:a.warmup + a.every]),
+        "write_s_last": statistics.mean(side.write_s[-a.every:]), "write_s_total": sum(side.write_s),
+        "maint_s": side.maint_s - final_s, "maint_runs": side.maint_runs, "final_s": final_s, "final": final,
+        "trace": trace,
+    }
+
+
+# ---- the run and the summary ----------------------------------------------------------------
+
+
+def run(a) -> dict:
+    from seq_assets.settings import load_compiled
+
+    compiled = load_compiled()
+    src = compiled.sources[SOURCE]
+    clock = Clock(a)
+    if clock.end_ms > clock.day_ms + 86_400_000:
+        raise SystemExit(f"{a.batches} batches of {a.interval:g} s from {a.start_hour:g}h do not fit in {clock.day}: "
+                         "fewer batches or an earlier --start-hour")
+    work = Path(a.workdir)
+    for old in (*SIDES, "landing", "batches.parquet"):
+        shutil.rmtree(work / old, ignore_errors=True) if (work / old).is_dir() else (work / old).unlink(missing_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    _log(f"generating {a.batches:,} micro-batches of ~{a.records} records: {a.batches * a.interval / 3600:.2f} h of "
+         f"stream on {clock.day}, {_utc(clock.start_ms):%H:%M} to {_utc(clock.end_ms):%H:%M} UTC")
+    frame = make_batches(a, clock, int(src.get("kafka_partitions") or 1))
+    frame.write_parquet(work / "batches.parquet")
+    write_enrichment_snapshots(a, compiled, work / "landing", clock.day)
+    ticks = maintenance_ticks(compiled, clock.start_ms, clock.end_ms)
+    _log("maintenance due on the lake with it: " + ", ".join(
+        f"{n} x{sum(1 for t in ticks if t[1] == n)}" for n in dict.fromkeys(t[1] for t in ticks)))
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(len(SIDES)), ctx.Queue()
+    procs = [ctx.Process(target=side_main, args=(name, a, barrier, out), name=f"soak-{name}") for name in SIDES]
+    t = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = dict(out.get() for _ in procs)
+    for p in procs:
+        p.join()
+    for name, r in results.items():
+        if "error" in r:
+            sys.stderr.write(r["traceback"])
+            raise SystemExit(f"the {name} side failed: {r['error']}")
+    return {"batches": a.batches, "records": frame.height, "day": clock.day.isoformat(),
+            "stream": f"{_utc(clock.start_ms):%H:%M}-{_utc(clock.end_ms):%H:%M} UTC", "seconds": time.perf_counter() - t,
+            "every": a.every, "sides": results}
+
+
+def summary(res: dict) -> None:
+    w, wo = res["sides"]["with"], res["sides"]["without"]
+
+    def ratio(side, key):
+        s, e = side["start"][key], side["end"][key]
+        return e / s if s and e is not None else None
+
+    def per_row(side):  # the day holds more rows at the end: the scan's time apart from that
+        r = ratio(side, "scan_s")
+        return r and r * side["start"]["rows"] / side["end"]["rows"]
+
+    def verdict(v, target):
+        return "-" if v is None else ("met" if v <= target else "MISSED")
+
+    def fmt(v, spec):
+        return "-" if v is None else spec.format(v)
+
+    rows = [("most files of a day (raw/, events/), end", w["files"]["files"], wo["files"]["files"], "files", "{:,}"),
+            ("most files of a day, peak (before a compaction)", w["peak"]["files"], wo["peak"]["files"], "files", "{:,}"),
+            ("open raw/ + events/ tables, end/start", ratio(w, "open_s"), ratio(wo, "open_s"), "open", "{:.2f}"),
+            ("one-day events/ scan, end/start", ratio(w, "scan_s"), ratio(wo, "scan_s"), "scan", "{:.2f}"),
+            ("  the same per row read", per_row(w), per_row(wo), "scan", "{:.2f}"),
+            ("serving poll (refresh), end/start", ratio(w, "poll_s"), ratio(wo, "poll_s"), "poll", "{:.2f}"),
+            ("bytes on disk / live, after vacuum", w["bytes"]["ratio"], wo["bytes"]["ratio"], "bytes", "{:.2f}")]
+    print(f"\n== soak benchmark: {res['batches']:,} micro-batches, {res['records']:,} records, {res['day']} "
+          f"{res['stream']}, {res['seconds'] / 60:.1f} min ==")
+    print(f"{'figure':<50} {'with maint.':>11} {'without':>9}  {'target':>7}  with / without")
+    for label, a, b, target, spec in rows:
+        print(f"{label:<50} {fmt(a, spec):>11} {fmt(b, spec):>9}  {'<= ' + str(TARGETS[target]):>7}  "
+              f"{verdict(a, TARGETS[target])} / {verdict(b, TARGETS[target])}")
+    print("\nreadings, start -> end:")
+    for name, side in (("with", w), ("without", wo)):
+        s, e = side["start"], side["end"]
+        ms = lambda v: fmt(v and v * 1e3, "{:.1f}")
+        print(f"  {name:>7}: open {ms(s['open_s'])} -> {ms(e['open_s'])} ms, scan {ms(s['scan_s'])} -> "
+              f"{ms(e['scan_s'])} ms ({s['rows']:,} -> {e['rows']:,} rows), poll {ms(s['poll_s'])} -> {ms(e['poll_s'])} ms; write "
+              f"{side['write_s_first'] * 1e3:.0f} -> {side['write_s_last'] * 1e3:.0f} ms/batch "
+              f"(first and last {res['every']})")
+        f = side["files"]
+        print(f"           most files at the end {f['files']:,} ({f['table']} {f['day']}), per day "
+              + ", ".join(f"{d} {n:,}" for d, n in f["by_day"].items())
+              + f"; peak {side['peak']['files']:,} ({side['peak']['table']}); "
+                f"after the final run {side['after_final']['files']:,}")
+        b0, b1 = side["bytes_before_vacuum"], side["bytes"]
+        print(f"           on disk {b1['disk'] / 1e6:.1f} MB (log {b1['log'] / 1e6:.1f} MB), live {b1['live'] / 1e6:.1f} MB"
+              f"; before the final run {b0['disk'] / 1e6:.1f} MB ({b0['ratio']:.2f}x)")
+        if side["maint_runs"]:
+            runs = ", ".join(f"{k} x{v}" for k, v in side["maint_runs"].items() if not k.startswith("final"))
+            print(f"           maintenance {runs}: {side['maint_s']:.1f} s during the stream "
+                  f"({side['maint_s'] / side['write_s_total'] * 100:.0f}% of its {side['write_s_total']:.0f} s of "
+                  f"writes), final run {side['final_s']:.1f} s: {side['final']['files_deleted']:,} files, "
+                  f"{side['final']['bytes_reclaimed'] / 1e6:.1f} MB reclaimed")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, default=3000, help="micro-batches (default 3,000: 4h10 of stream)")
+    p.add_argument("--records", type=int, default=100, help="records per micro-batch (make dev: 20/s x 5 s)")
+    p.add_argument("--interval", type=float, default=5.0, help="simulated seconds per micro-batch (the sensor's)")
+    p.add_argument("--day", default="2026-03-10", help="the simulated UTC day")
+    p.add_argument("--start-hour", type=float, default=0.0, help="simulated UTC hour of the first batch")
+    p.add_argument("--warmup", type=int, default=20, help="batches before the start copy")
+    p.add_argument("--every", type=int, default=250, help="batches between readings along the way")
+    p.add_argument("--poll-window", type=int, default=6, help="polls per reading (the first catches up, untimed)")
+    p.add_argument("--repeat", type=int, default=5, help="readings of open and scan times (the median)")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--items", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workdir", default=None)
+    a = p.parse_args()
+    if not (1 <= a.warmup and a.poll_window >= 2 and a.warmup + a.poll_window <= a.batches - a.poll_window):
+        raise SystemExit("need --warmup >= 1, --poll-window >= 2 and --batches >= --warmup + 2 x --poll-window")
+    a.workdir = a.workdir or tempfile.mkdtemp(prefix="seqbench-soak-")
+    _log(f"workdir {a.workdir}")
+    res = run(a)
+    summary(res)
+    print(json.dumps(res, default=str))
+
+
+if __name__ == "__main__":
+    main()
