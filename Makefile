@@ -7,7 +7,18 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: install dev test bench clean compile
 
-install: $(STAMP)
+install: $(STAMP) system-packages
+
+# Redis and PostgreSQL (Debian's) for the Celery workers and the Dagster instance of the scale-out
+# tests; installed once when missing (as root, or through sudo when it is there).
+.PHONY: system-packages
+system-packages:
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server postgresql >/dev/null \
+	  || { DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q >/dev/null && \
+	       DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server postgresql >/dev/null; }; \
+	fi
 
 # uv resolves and installs in seconds; plain pip is the fallback if uv cannot be installed.
 $(STAMP): pyproject.toml
