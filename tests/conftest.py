@@ -13,7 +13,7 @@ from tests.support.demo_lake import DAYS, demo_lake_template
 from tests.support.oracle import DEMO_DAYS, DemoLake, Oracle
 
 # The stream fixtures (a real broker, a lake, a Dagster instance) come from this plugin module.
-pytest_plugins = ["tests.support.stream"]
+pytest_plugins = ["tests.support.stream", "tests.support.s3"]
 
 
 @pytest.fixture(scope="session")
