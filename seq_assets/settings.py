@@ -120,6 +120,44 @@ def vacuum_retention_hours() -> int:
     return hours
 
 
+EXECUTORS = ("in_process", "celery")
+
+
+def executor() -> str:
+    """How an asset run executes its steps: ``SEQ_EXECUTOR``, ``in_process`` (default: every step in
+    the run's own process) or ``celery`` (each step a task on the dagster-celery workers)."""
+    name = os.environ.get("SEQ_EXECUTOR", "").strip() or "in_process"
+    if name not in EXECUTORS:
+        raise ValueError(f"SEQ_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    return name
+
+
+def celery_broker() -> str:
+    """The Celery broker of ``SEQ_EXECUTOR=celery``: ``SEQ_CELERY_BROKER``, default a local Redis."""
+    return os.environ.get("SEQ_CELERY_BROKER", "").strip() or "redis://127.0.0.1:6379/0"
+
+
+def celery_backend() -> str:
+    """The Celery result backend: ``SEQ_CELERY_BACKEND``, default the broker's Redis."""
+    return os.environ.get("SEQ_CELERY_BACKEND", "").strip() or celery_broker()
+
+
+def user_buckets() -> int:
+    """``SEQ_USER_BUCKETS``: how many steps build one day of ``events/`` and ``sequences/``, each the
+    users of one stable hash bucket (``seq_assets.core.buckets``); default 1 (one step per asset).
+    Every process of a deployment (the code location and every worker) must have the same value."""
+    text = os.environ.get("SEQ_USER_BUCKETS", "").strip()
+    if not text:
+        return 1
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"SEQ_USER_BUCKETS must be a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise ValueError(f"SEQ_USER_BUCKETS must be a whole number >= 1, got {n}")
+    return n
+
+
 def tenants_file() -> str | None:
     """The serving API's tenants file, ``SEQ_TENANTS_FILE``; unset: local mode, no keys."""
     return os.environ.get("SEQ_TENANTS_FILE") or None

@@ -7,6 +7,7 @@ a partition write replaces exactly that partition; an insert adds only unseen ke
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -21,6 +22,8 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import CommitProperties
+
+from seq_assets.storage import objects
 
 # Commit metadata of a partition replace: its id (so it finds its own commit), the days it
 # replaced and the version it was built on; and, on the commit that drops the files another writer
@@ -96,6 +99,10 @@ def _file_stats(df: pl.DataFrame) -> str:
     return json.dumps(stats)
 
 
+def _rows(adds: list) -> int:
+    return sum(json.loads(a.stats)["numRecords"] for a in adds)
+
+
 def add_actions(table: DeltaTable) -> pl.DataFrame:
     """The live data files of a table version, one row each (``path``, ``size_bytes``,
     ``modification_time``, ``partition.date``, statistics), as delta-rs lists them."""
@@ -155,13 +162,20 @@ class Lake:
         frame's schema is not the table's (schema evolution), for the delta-rs writer to handle.
         """
         from deltalake import Schema
-        from deltalake.transaction import AddAction, create_table_with_add_actions
 
-        uri = local_path(self.uri(kind, name))
+        uri = self.uri(kind, name)
         table = self.table(kind, name)
         schema = Schema.from_arrow(_arrow(df.head(0)).schema)
         if table is not None and table.schema().to_json() != schema.to_json():
             return None
+        adds = self._write_files(uri, df)
+        return self._commit_files(kind, name, schema, adds, days)
+
+    def _write_files(self, uri: str, df: pl.DataFrame) -> list:
+        """Write ``df``'s rows as one Parquet file per day under the table at ``uri`` (not committed);
+        their add actions, with statistics."""
+        from deltalake.transaction import AddAction
+
         adds = []
         dates = df.get_column("date").unique()
         if dates.len() == 1:  # one day (the usual write): no split, which would copy every column
@@ -170,15 +184,31 @@ class Lake:
             parts = df.partition_by("date", as_dict=True, include_key=False, maintain_order=True)
         for (day,), part in parts.items():
             rel = f"date={day.isoformat()}/part-{uuid.uuid4().hex}-c000.zstd.parquet"
-            path = os.path.join(uri, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            part.write_parquet(path, compression="zstd", compression_level=1)
-            adds.append(AddAction(rel, os.path.getsize(path), {"date": day.isoformat()}, int(time.time() * 1000),
+            if local_path(uri) is None:  # object storage: the file goes up whole, its size known
+                buf = io.BytesIO()
+                part.write_parquet(buf, compression="zstd", compression_level=1)
+                size = objects.put_bytes(f"{uri}/{rel}", buf.getvalue(), self.storage_options)
+            else:
+                path = os.path.join(local_path(uri), rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                part.write_parquet(path, compression="zstd", compression_level=1)
+                size = os.path.getsize(path)
+            adds.append(AddAction(rel, size, {"date": day.isoformat()}, int(time.time() * 1000),
                                   True, _file_stats(part)))
+        return adds
+
+    def _commit_files(self, kind: str, name: str, schema, adds: list, days: list[date]) -> WriteInfo:
+        """One Delta transaction that removes every file of ``days`` and adds ``adds`` (creating the
+        table when there is none); conflicts retry, and files committed under it are dropped."""
+        from deltalake.transaction import create_table_with_add_actions
+
+        uri = self.uri(kind, name)
+        table = self.table(kind, name)
         if table is None:
             try:
-                create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"])
-                return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+                create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"],
+                                              storage_options=self.storage_options)
+                return WriteInfo(rows=_rows(adds), version=self.table(kind, name).version())
             except Exception:  # noqa: BLE001 - another writer created it first: commit below
                 table = self.table(kind, name)
                 if table is None or table.schema().to_json() != schema.to_json():
@@ -198,7 +228,7 @@ class Lake:
         # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
         base = with_retries(commit, what=f"replace {kind}/{name}")
         self._drop_survivors(kind, name, days, base, write_id, {a.path for a in adds})
-        return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+        return WriteInfo(rows=_rows(adds), version=self.table(kind, name).version())
 
     def _drop_survivors(self, kind: str, name: str, days: list[date], base: int, write_id: str,
                         ours: set[str]) -> None:
@@ -317,6 +347,46 @@ class Lake:
 
         with_retries(write, what=f"replace {kind}/{name}")
         return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+    def stage_partitions(self, kind: str, name: str, df: pl.DataFrame) -> dict:
+        """Write ``df``'s Parquet files into the table without committing them: one part of a
+        replace that several processes write (user buckets). The returned description (JSON-able:
+        the schema and the files' add actions) goes to :meth:`commit_staged`; files never
+        committed are left for vacuum, like those of a failed write."""
+        from deltalake import Schema
+
+        schema = Schema.from_arrow(_arrow(df.head(0)).schema)
+        adds = self._write_files(self.uri(kind, name), df)
+        return {"schema": schema.to_json(), "rows": df.height,
+                "adds": [{"path": a.path, "size": a.size, "partition_values": dict(a.partition_values),
+                          "modification_time": a.modification_time, "stats": a.stats} for a in adds]}
+
+    def commit_staged(self, kind: str, name: str, staged: list[dict], days: Iterable[date]) -> WriteInfo:
+        """Replace exactly ``days`` with every staged part in ONE Delta transaction (the same
+        commit as :meth:`replace_partitions`): readers see the days as they were or with every
+        part, never some of them. Parts whose schema is not the table's (schema evolution), or not
+        each other's, are read back and written through :meth:`replace_partitions` instead."""
+        from deltalake import Schema
+        from deltalake.transaction import AddAction
+
+        days = sorted(set(days))
+        table = self.table(kind, name)
+        schemas = {p["schema"] for p in staged if p["adds"]} or {p["schema"] for p in staged[:1]}
+        if table is not None:
+            same = schemas <= {table.schema().to_json()}
+        else:
+            same = len(schemas) == 1
+        if not same or not staged:
+            frames = [pl.read_parquet(f"{self.uri(kind, name)}/{a['path']}", storage_options=self.storage_options)
+                      .with_columns(pl.lit(date.fromisoformat(a["partition_values"]["date"])).alias("date"))
+                      for p in staged for a in p["adds"]]
+            if not frames:
+                raise ValueError(f"commit_staged {kind}/{name}: nothing staged and no schema to write an empty day with")
+            return self.replace_partitions(kind, name, pl.concat(frames, how="diagonal_relaxed"), days)
+        schema = Schema.from_json(schemas.pop())
+        adds = [AddAction(a["path"], a["size"], a["partition_values"], a["modification_time"], True, a["stats"])
+                for p in staged for a in p["adds"]]
+        return self._commit_files(kind, name, schema, adds, days)
 
     def append(self, kind: str, name: str, df: pl.DataFrame) -> WriteInfo:
         if df.is_empty():
