@@ -158,6 +158,12 @@ def user_buckets() -> int:
     return n
 
 
+def serve_shard_urls() -> list[str]:
+    """``SEQ_SERVE_SHARDS``: the serving shard map, one URL per shard in shard order, comma separated
+    (``http://10.0.0.1:8000,http://10.0.0.2:8000``); unset: none (a 421 names the owner shard only)."""
+    return [u.strip() for u in os.environ.get("SEQ_SERVE_SHARDS", "").split(",") if u.strip()]
+
+
 def tenants_file() -> str | None:
     """The serving API's tenants file, ``SEQ_TENANTS_FILE``; unset: local mode, no keys."""
     return os.environ.get("SEQ_TENANTS_FILE") or None

@@ -6,13 +6,24 @@ in flight get ``DRAIN_SECONDS`` to finish, then the app's shutdown runs (the lak
 stream tail stop; a tail waiting on a broker that is down can take longer than that), and whatever
 is still running when the time is up is left to the process exit. ``STOP_SECONDS`` is below the 3 s
 ``make dev`` gives each child before SIGKILL (scripts/supervise.sh).
+
+``--shard I/N`` serves one shard of the users (``seq_assets.serving.shards``); ``--workers K`` runs K
+worker processes on one listening socket, bound here and handed to each, sharing one memory-mapped
+copy of each snapshot (``seq_assets.serving.shared``). The parent only supervises: on SIGTERM,
+SIGINT or SIGHUP it sends the workers SIGTERM (each stops as one server does), SIGKILLs any left
+after ``STOP_SECONDS`` and removes the shared folder. See docs/serving-scale.md.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import shutil
+import signal
+import socket
 import sys
+import tempfile
 import threading
 import time
 
@@ -40,7 +51,32 @@ def _exit_after(seconds: float, code: int) -> None:
     timer.start()
 
 
+def _shard(args):
+    from seq_assets.serving.shards import Shard
+
+    if not args.shard:
+        return None
+    urls = [u.strip() for u in args.shard_urls.split(",") if u.strip()] if args.shard_urls else settings.serve_shard_urls()
+    return Shard.parse(args.shard, urls)
+
+
 def cmd_serve(args) -> int:
+    from seq_assets.serving.shards import ShardError
+
+    try:
+        shard = _shard(args)
+    except ShardError as e:
+        print(f"seqctl serve: {e}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"seqctl serve: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _serve_workers(args, shard)
+    return _serve(args, shard)
+
+
+def _serve(args, shard, sock: socket.socket | None = None, shared_dir: str | None = None) -> int:
     import uvicorn
 
     from seq_assets.serving.app import create_app
@@ -49,12 +85,14 @@ def cmd_serve(args) -> int:
     from seq_assets.serving.tenants import Tenants
 
     t = time.time()
-    service = SequenceService(settings.load_compiled(), settings.lake())
-    log.warning("loaded %s in %.1fs", {k: s.snapshot.users for k, s in service.stores.items()}, time.time() - t)
+    service = SequenceService(settings.load_compiled(), settings.lake(), shard=shard, shared_dir=shared_dir)
+    log.warning("loaded %s in %.1fs%s", {k: s.snapshot.users for k, s in service.stores.items()}, time.time() - t,
+                f" (shard {shard})" if shard else "")
     if not args.no_tail:
         KafkaTail(service, args.bootstrap or settings.kafka_bootstrap()).start()
     app = create_app(service, tenants=Tenants.load(settings.tenants_file()), refresh_seconds=args.refresh)
-    print(f"serving on http://{args.host}:{args.port}", flush=True)
+    if sock is None:
+        print(f"serving on http://{args.host}:{args.port}" + (f" (shard {shard})" if shard else ""), flush=True)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
@@ -66,10 +104,82 @@ def cmd_serve(args) -> int:
                             http="httptools", access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS)
     server = Server(config)
     try:
-        server.run()
+        server.run(sockets=None if sock is None else [sock])
     except KeyboardInterrupt:  # uvicorn raises the SIGINT it stopped on again once it has stopped
         pass
     return 0 if server.started else 3  # 3: it never served (the port is taken), as uvicorn.run exits
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when its parent dies (a SIGKILLed supervisor leaves no workers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker(args, shard, sock: socket.socket, shared_dir: str) -> None:
+    _die_with_parent()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(name)s: %(message)s")
+    sys.exit(_serve(args, shard, sock, shared_dir))
+
+
+def _serve_workers(args, shard) -> int:
+    """K workers on one socket bound here, sharing the snapshots in one folder; this process supervises."""
+    from seq_assets.serving.shared import default_dir
+
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        print(f"seqctl serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 3
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    owned_dir = args.shared_dir is None
+    shared_dir = args.shared_dir or tempfile.mkdtemp(prefix="seqserve-", dir=default_dir())
+    stop = threading.Event()
+    got: list[int] = []
+
+    def on_signal(sig, frame):
+        got.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold polars' threads
+    workers = [ctx.Process(target=_worker, args=(args, shard, sock, shared_dir), name=f"serve-worker-{i}")
+               for i in range(args.workers)]
+    try:
+        for w in workers:
+            w.start()
+        print(f"serving on http://{args.host}:{args.port} with {args.workers} workers"
+              + (f" (shard {shard})" if shard else "") + f", snapshots shared in {shared_dir}", flush=True)
+        while not stop.wait(0.2):
+            if not any(w.is_alive() for w in workers):
+                log.warning("every worker has exited")
+                break
+    finally:
+        for w in workers:
+            if w.is_alive() and w.pid:
+                os.kill(w.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS + 0.5
+        for w in workers:
+            if w.pid:
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=1)
+        sock.close()
+        if owned_dir:
+            shutil.rmtree(shared_dir, ignore_errors=True)
+    if got:
+        return 128 + got[0]
+    return 0 if all(w.exitcode == 0 for w in workers) else 1
 
 
 def add_serve_command(sub) -> None:
@@ -79,4 +189,12 @@ def add_serve_command(sub) -> None:
     p.add_argument("--bootstrap", default=None, help="Kafka to follow for fresh events (default SEQ_KAFKA_BOOTSTRAP)")
     p.add_argument("--no-tail", action="store_true", help="do not follow the stream; serve the lake only")
     p.add_argument("--refresh", type=float, default=2.0, help="seconds between lake refreshes")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="serve only shard I of N of the users (the stable user hash); others get a 421")
+    p.add_argument("--shard-urls", default=None, metavar="URL,URL,...",
+                   help="where each shard answers, in shard order, named in 421s (default SEQ_SERVE_SHARDS)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing one socket and one memory-mapped copy of the snapshots")
+    p.add_argument("--shared-dir", default=None,
+                   help="the folder the workers share snapshots in (default a fresh one in /dev/shm, removed on exit)")
     p.set_defaults(fn=cmd_serve)

@@ -161,6 +161,24 @@ class Error(BaseModel):
     status: int = Field(description="The HTTP status of the answer.")
 
 
+class Owner(BaseModel):
+    shard: int = Field(ge=0, description="The shard that owns these users.")
+    url: str | None = Field(description="Where that shard answers, when the shard map is configured.")
+    user_ids: list[int | str] = Field(description="The batch's users that shard owns.")
+
+
+class Misdirected(Error):
+    """421: this server is one shard of several (``seqctl serve --shard I/N``) and does not own the user.
+
+    Send the request to the owner shard: ``shard`` (and ``url``) for one user; for a batch, ``owners``
+    lists each other shard and its users (a batch is answered whole, by one shard, or not at all)."""
+
+    shards: int = Field(ge=2, description="How many shards the users are split over.")
+    shard: int | None = Field(default=None, ge=0, description="The owner shard of the user asked for.")
+    url: str | None = Field(default=None, description="Where the owner shard answers, when the shard map is configured.")
+    owners: list[Owner] | None = Field(default=None, description="A batch: the other shards and their users.")
+
+
 class _Sequence(BaseModel):
     feature: str = Field(description="The feature's table, also when asked by name.")
     user_id: int | str = Field(description="The user, in the feature's user type.")
@@ -231,6 +249,7 @@ class Health(BaseModel):
     features: dict[str, int] = Field(description="Users in each feature's snapshot.")
     snapshot_days: dict[str, str] = Field(description="Each feature's snapshot day.")
     stream_tail: bool
+    shard: str | None = Field(default=None, description='"I/N" when the server serves one shard of the users.')
     tenants: Literal["local"] | int = Field(description='"local" without a tenants file, else how many tenants.')
 
 
@@ -257,6 +276,7 @@ ERRORS = {400: "A parameter or the body is not what the endpoint takes.",
           401: "The X-API-Key header is missing or not a tenant's.",
           403: "The tenant may not read the feature.",
           404: "No such feature.",
+          421: "This shard does not own the user(s): the body names the owner shard (and its URL).",
           429: "The tenant has its max_concurrency requests in flight."}
 
 
@@ -264,6 +284,8 @@ def openapi(endpoints: list[Endpoint], features: list[str], keyed: bool, title: 
     """The OpenAPI 3.1 document of ``endpoints``; ``features`` the values ``{feature}`` takes, ``keyed``
     whether tenants are configured (an X-API-Key on the endpoints that need one)."""
     models = {m for e in endpoints for m in (e.body, e.response) if m is not None} | {Error}
+    if any(421 in e.errors for e in endpoints):
+        models.add(Misdirected)
     refs, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
                                     ref_template=REF)
     paths: dict[str, dict] = {}
@@ -283,8 +305,9 @@ def openapi(endpoints: list[Endpoint], features: list[str], keyed: bool, title: 
         if e.keyed and keyed:
             op["security"] = [{"apiKey": []}]
         for status in errors:
+            model = Misdirected if status == 421 else Error
             op["responses"][str(status)] = {"description": ERRORS[status], "content": {"application/json": {
-                "schema": refs[(Error, "validation")]}}}
+                "schema": refs[(model, "validation")]}}}
         if not op["parameters"]:
             del op["parameters"]
         paths.setdefault(e.path, {})[e.method.lower()] = op

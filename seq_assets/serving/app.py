@@ -73,7 +73,7 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
             return _json(body)
         except RequestError as e:
             status = e.status
-            return _json({"error": e.message, "status": e.status}, e.status)
+            return _json(e.body(), e.status)
         except Exception:
             status = 500  # counted as the error it is, then answered by Starlette's 500
             raise
@@ -91,6 +91,7 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
             user_id = service.user_id(feature, request.path_params["user_id"])  # the feature's user type
             opts = api.parse(SequenceOptions, dict(request.query_params))
             req = service.parse(feature, **opts.options(), max_n=tenant.max_n)
+            service.check_owner([user_id])
             return await scheduler.submit(tenant, lambda: service.run(req, user_id))
 
         return await handle(request, "sequence", feature, work)
@@ -106,6 +107,7 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
             batch = api.parse(BatchRequest, body)
             ids = [service.user_id(feature, u, batch=True) for u in batch.user_ids]
             req = service.parse(feature, **batch.options(), max_n=tenant.max_n)
+            service.check_owner(ids, batch=True)
             return await scheduler.submit(tenant, lambda: {"feature": req.feature,
                                                            "results": [service.run(req, u) for u in ids]})
 
@@ -121,6 +123,7 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         return _json({"status": "ok", "features": {t: s.snapshot.users for t, s in service.stores.items()},
                       "snapshot_days": {t: str(s.snapshot.day) for t, s in service.stores.items()},
                       "stream_tail": service.tail is not None and service.tail.alive(),
+                      "shard": None if service.shard is None else str(service.shard),
                       "tenants": "local" if tenants.local else len(tenants.by_key)})
 
     async def prometheus(request: Request) -> Response:
@@ -145,12 +148,13 @@ def create_app(service: SequenceService, tenants: Tenants | None = None, refresh
         if service.tail is not None:
             service.tail.stop()
 
+    misdirected = (421,) if service.shard is not None else ()  # only a shard answers 421
     endpoints = [
         Endpoint("POST", "/v1/sequences/{feature}/batch", post_batch, "Many users' sequences of one feature",
-                 path_params=api.FeaturePath, body=BatchRequest, response=api.Batch, errors=(400, 404, 429),
+                 path_params=api.FeaturePath, body=BatchRequest, response=api.Batch, errors=(400, 404, 429, *misdirected),
                  keyed=True),
         Endpoint("GET", "/v1/sequences/{feature}/{user_id}", get_sequence, "A user's sequence",
-                 path_params=api.SequencePath, query=SequenceOptions, response=api.Sequence, errors=(400, 404, 429),
+                 path_params=api.SequencePath, query=SequenceOptions, response=api.Sequence, errors=(400, 404, 429, *misdirected),
                  keyed=True),
         Endpoint("GET", "/v1/features", features, "The features, their schema, N, window, freshness and completeness",
                  response=api.Features, keyed=True),

@@ -9,6 +9,7 @@ and merged by the filter stage.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date
 
 import numpy as np
@@ -24,6 +25,7 @@ from seq_assets.serving.columns import (
     frame_to_events,
     list_widths,
 )
+from seq_assets.serving.shards import Shard
 from seq_assets.storage.lake import Lake, add_actions
 
 
@@ -31,9 +33,11 @@ class Snapshot:
     """One closed ``sequences/`` partition, flattened: user ``i`` owns rows offsets[i]:offsets[i+1]."""
 
     def __init__(self, day: date | None, user_ids: np.ndarray, offsets: np.ndarray, events: Events,
-                 written_ms: int | None = None):
+                 written_ms: int | None = None, vocabs: dict[str, np.ndarray] | None = None):
         self.day, self.user_ids, self.offsets, self.events = day, user_ids, offsets, events
         self.written_ms = written_ms  # when the partition was written: events indexed later are fresh
+        # String columns held as codes into these (a snapshot mapped from shared files): decoded per slice
+        self.vocabs = vocabs or {}
 
     @classmethod
     def empty(cls, fields: list[str], schema: dict, widths: dict[str, int] | None = None,
@@ -46,10 +50,13 @@ class Snapshot:
     @classmethod
     def load(cls, lake: Lake, table: str, day: date, fields: list[str],
              widths: dict[str, int] | None = None, user: str = kernel.USER,
-             built: pl.DataFrame | None = None) -> "Snapshot":
+             built: pl.DataFrame | None = None,
+             keep: Callable[[pl.Series], pl.Series] | None = None) -> "Snapshot":
         """The day's partition of ``sequences/<table>``; ``user`` names its user column (int64 or
         string ids; sorted either way, so a fetch is one binary search). ``built`` stands in for the
-        partition's rows (the same layout) when given; the partition still dates the snapshot."""
+        partition's rows (the same layout) when given; the partition still dates the snapshot. ``keep``
+        (the user ids -> a mask) keeps only some users, a shard's: the other users' rows are never
+        flattened."""
         t = lake.table("sequences", table)
         adds = add_actions(t)
         written = adds.filter(pl.col("partition.date") == day).get_column("modification_time").max()
@@ -59,6 +66,8 @@ class Snapshot:
         part = pl.scan_delta(t).filter(pl.col("date") == day)
         read = built.select if built is not None else (lambda *cols: part.select(*cols).collect())
         keys = read(user, fields[0]).with_row_index("_row")
+        if keep is not None:
+            keys = keys.filter(keep(keys.get_column(user)))
         keys = keys.sort(user)
         order = keys.get_column("_row")
         lengths = keys.get_column(fields[0]).list.len().fill_null(0).to_numpy().astype(np.int64)
@@ -80,8 +89,12 @@ class Snapshot:
     def slice(self, user_id: int | str) -> Events:
         i = int(np.searchsorted(self.user_ids, user_id))
         if i >= len(self.user_ids) or self.user_ids[i] != user_id:
-            return self.events.take(slice(0, 0))
-        return self.events.take(slice(int(self.offsets[i]), int(self.offsets[i + 1])))
+            rows = self.events.take(slice(0, 0))
+        else:
+            rows = self.events.take(slice(int(self.offsets[i]), int(self.offsets[i + 1])))
+        for c, vocab in self.vocabs.items():
+            rows.cols[c] = vocab[rows.cols[c]]
+        return rows
 
     @property
     def users(self) -> int:
@@ -136,7 +149,10 @@ class FreshEvents:
         if self.frame is None or snapshot.day is None:
             return
         if self.event_id in snapshot.events.cols:
-            held = pl.Series(self.event_id, snapshot.events.cols[self.event_id], dtype=self.frame.schema[self.event_id])
+            ids = snapshot.events.cols[self.event_id]
+            if self.event_id in snapshot.vocabs:
+                ids = snapshot.vocabs[self.event_id][ids]
+            held = pl.Series(self.event_id, ids, dtype=self.frame.schema[self.event_id])
             keep = self.frame.filter(~pl.col(self.event_id).is_in(held.implode()))
         else:  # the feature does not store its event id: the snapshot holds what happened before its end
             keep = self.frame.filter(pl.col(self.time) >= end_of_day_ms(snapshot.day))
@@ -150,8 +166,12 @@ class FreshEvents:
 class FeatureStore:
     """Everything one feature serves from: the snapshot and the fresh events, swapped atomically."""
 
-    def __init__(self, compiled: Compiled, table: str, lake: Lake):
+    def __init__(self, compiled: Compiled, table: str, lake: Lake, shard: Shard | None = None,
+                 shared=None):
+        """``shard``: hold and add only that shard's users; ``shared`` (a ``shared.SharedSnapshots``):
+        map the snapshot from files the server's worker processes share instead of holding a copy."""
         self.compiled, self.table, self.lake = compiled, table, lake
+        self.shard, self.shared = shard, shared
         self.feature = compiled.features[table]
         self.fields = compiled.stored_fields(self.feature)
         self.user, self.user_type = compiled.user_field(self.feature), compiled.user_type(self.feature)
@@ -170,11 +190,18 @@ class FeatureStore:
                                  self.user)
         self.lock = threading.Lock()
 
-    def load_snapshot(self, day: date) -> None:
+    def _read_snapshot(self, day: date) -> Snapshot:
         built = None
         if not set(self.columns) <= set(self.fields):  # the table lacks what a request reads
             built = Engine(self.compiled, self.lake).build_sequences_day(self.table, day, self.columns)
-        snap = Snapshot.load(self.lake, self.table, day, self.columns, self.widths, self.user, built)
+        keep = None if self.shard is None or self.shard.count == 1 else self.shard.mask
+        return Snapshot.load(self.lake, self.table, day, self.columns, self.widths, self.user, built, keep)
+
+    def load_snapshot(self, day: date) -> None:
+        if self.shared is not None:
+            snap = self.shared.snapshot(self.table, day, lambda: self._read_snapshot(day))
+        else:
+            snap = self._read_snapshot(day)
         with self.lock:
             self.snapshot = snap
             self.fresh.drop_held(snap)
@@ -182,6 +209,8 @@ class FeatureStore:
     def add_fresh(self, events: pl.DataFrame) -> int:
         """Add indexed events of any event type; those of other features are ignored."""
         events = events.filter(kernel.in_scope(self.feature))
+        if self.shard is not None:
+            events = self.shard.keep(events, self.user)
         with self.lock:
             return self.fresh.add(events)
 

@@ -19,7 +19,9 @@ from seq_assets.core.compiled import Compiled
 from seq_assets.core.days import today_utc
 from seq_assets.serving import enrich, featurize, size
 from seq_assets.serving import filter as filter_stage
-from seq_assets.serving.fetch import FeatureStore
+from seq_assets.serving.fetch import FeatureStore, Snapshot
+from seq_assets.serving.shards import Shard
+from seq_assets.serving.shared import SharedSnapshots
 from seq_assets.storage.lake import Lake, add_actions, local_path
 
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
@@ -34,6 +36,25 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+    def body(self) -> dict:
+        return {"error": self.message, "status": self.status}
+
+
+class Misdirected(RequestError):
+    """421: a sharded server asked for users another shard owns; ``owners`` says which shard owns whom."""
+
+    def __init__(self, message: str, shard: Shard, owners: dict[int, list], batch: bool):
+        super().__init__(421, message)
+        self.shard, self.owners, self.batch = shard, owners, batch
+
+    def body(self) -> dict:
+        out = {**super().body(), "shards": self.shard.count}
+        if not self.batch:
+            (owner,) = self.owners
+            return {**out, "shard": owner, "url": self.shard.url(owner)}
+        return {**out, "owners": [{"shard": o, "url": self.shard.url(o), "user_ids": ids}
+                                  for o, ids in sorted(self.owners.items())]}
 
 
 def now_ms() -> int:
@@ -70,10 +91,15 @@ class Request:
 
 
 class SequenceService:
-    def __init__(self, compiled: Compiled, lake: Lake):
+    def __init__(self, compiled: Compiled, lake: Lake, shard: Shard | None = None,
+                 shared_dir: str | None = None):
+        """``shard``: serve only that shard's users (others are a 421); ``shared_dir``: the folder the
+        worker processes of one server share their snapshots in (``serving.shared``)."""
         self.compiled = compiled
         self.lake = lake
-        self.stores = {t: FeatureStore(self.compiled, t, self.lake) for t in self.compiled.features}
+        self.shard = shard if shard is not None and shard.count > 1 else None
+        shared = None if shared_dir is None else SharedSnapshots(shared_dir, Snapshot, str(self.shard or "all"))
+        self.stores = {t: FeatureStore(self.compiled, t, self.lake, self.shard, shared) for t in self.compiled.features}
         self.enrichers = enrich.build(self.compiled, self.lake)
         self.serving_cols = {c for e in self.compiled.lookups("serving") for c in e["columns"]}
         self._lake_files: dict[str, set[str]] = {}
@@ -221,6 +247,30 @@ class SequenceService:
             raise RequestError(400, f"{what} {value} is out of range (an int64 for feature {store.table})")
         return number
 
+    def check_owner(self, user_ids: list, batch: bool = False) -> None:
+        """A 421 naming the owner shard(s) when this server is a shard and does not own every user.
+
+        A batch is answered whole or not at all: one with users of other shards is a 421 listing
+        which shard owns which of them (``serving.client.ShardedClient`` splits batches by owner)."""
+        if self.shard is None:
+            return
+        owners: dict[int, list] = {}
+        for u in user_ids:
+            o = self.shard.owner(u)
+            if o != self.shard.index:
+                owners.setdefault(o, []).append(u)
+        if not owners:
+            return
+        n = self.shard.count
+        if not batch:
+            ((o, (u,)),) = owners.items()
+            url = self.shard.url(o)
+            raise Misdirected(f"user {u!r} belongs to shard {o}/{n}{f' at {url}' if url else ''}, "
+                              f"not this shard ({self.shard})", self.shard, owners, batch)
+        listed = ", ".join(f"{len(ids)} to shard {o}/{n}" for o, ids in sorted(owners.items()))
+        raise Misdirected(f"this shard ({self.shard}) does not hold {sum(map(len, owners.values()))} of the "
+                          f"batch's users: {listed}; send each shard its users", self.shard, owners, batch)
+
     def run(self, req: Request, user_id: int | str) -> dict:
         store = self.stores[req.feature]
         snap, fresh = store.fetch(user_id)
@@ -236,11 +286,14 @@ class SequenceService:
 
     def get(self, feature: str, user_id: int | str, **params) -> dict:
         req = self.parse(feature, **params)
-        return self.run(req, self.user_id(req.feature, user_id))
+        uid = self.user_id(req.feature, user_id)
+        self.check_owner([uid])
+        return self.run(req, uid)
 
     def get_batch(self, feature: str, user_ids: list[int] | list[str], **params) -> dict:
         req = self.parse(feature, **params)
         ids = [self.user_id(req.feature, u, batch=True) for u in user_ids]
+        self.check_owner(ids, batch=True)
         return {"feature": req.feature, "results": [self.run(req, u) for u in ids]}
 
     # ---- introspection ----------------------------------------------------------------------

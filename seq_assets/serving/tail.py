@@ -2,7 +2,7 @@
 produced, before any micro-batch run has indexed it.
 
 ``KafkaTail`` reads every partition of each source's topic (assign, no group), decodes and indexes
-small batches with the same engine and executors as the batch and stream paths, and hands the
+small batches (on a shard, only the events of its users: ``serving.shards``) with the same engine and executors as the batch and stream paths, and hands the
 events to the feature stores. It never writes the lake: the stream sensor path does that, and the
 stores deduplicate the two copies of an event by its id.
 """
@@ -174,10 +174,15 @@ class KafkaTail:
             # Snapshots are cached between batches; a fresh context now and then picks up new ones.
             self._ctx, self._ctx_born = TailContext(self.service.lake, self.service.compiled), time.time()
         self._ctx.recent = self.recent[source]
-        result = self.engine.index(source, valid, self._ctx, ingested_at=now)
+        self.newest_ts[source] = max(self.newest_ts.get(source, 0), int(valid.get_column(src["time_field"]).max()))
+        # A shard indexes only its users' events; every user's rows stay in ``recent``, the counters' history.
+        shard = self.service.shard
+        owned = valid if shard is None else shard.keep(valid, src["user_field"])
+        if owned.is_empty():
+            return 0
+        result = self.engine.index(source, owned, self._ctx, ingested_at=now)
         added = 0
         for events in result.events.values():
             for store in self.service.stores.values():
                 added += store.add_fresh(events)
-        self.newest_ts[source] = max(self.newest_ts.get(source, 0), int(valid.get_column(src["time_field"]).max()))
         return added
