@@ -15,10 +15,12 @@ def cmd_maintain(args) -> int:
     from seq_assets.storage.sql import format_table
 
     lake = settings.lake()
-    specs = maintenance.select_tables(maintenance.lake_tables(settings.load_compiled(), lake), args.table)
+    compiled = settings.load_compiled()
+    specs = maintenance.select_tables(maintenance.lake_tables(compiled, lake), args.table)
     today = date.fromisoformat(args.today) if args.today else today_utc()
     reports = maintenance.maintain_lake(lake, specs, scope=args.scope, today=today, now_ms=int(time.time() * 1000),
-                                        retention_hours=settings.vacuum_retention_hours(), dry_run=args.dry_run)
+                                        retention_hours=settings.vacuum_retention_hours(),
+                                        horizon_days=compiled.horizon_days(), dry_run=args.dry_run)
     if args.json:
         print(json.dumps([{"table": r.table, "dry_run": r.dry_run, **r.figures(), "settling_days": r.settling}
                           for r in reports], indent=2))
@@ -37,7 +39,8 @@ def add_maintain_command(sub) -> None:
     m.add_argument("--table", action="append", metavar="KIND/NAME",
                    help="only this table (repeatable; default: every table)")
     m.add_argument("--scope", choices=("today", "full"), default="full",
-                   help="today: compact today's streamed days only; full (default): everything")
+                   help="today: compact the streamed days still written into (today and the late horizon); "
+                        "full (default): everything")
     m.add_argument("--today", default=None, help="the day retention counts back from (default: today, UTC)")
     m.add_argument("--dry-run", action="store_true", help="print what would happen, change nothing")
     m.add_argument("--json", action="store_true", help="the figures as JSON")

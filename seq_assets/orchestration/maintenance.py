@@ -1,8 +1,11 @@
-"""The lake's upkeep in Dagster: the ``maintain_lake`` job on two schedules, and a files-per-partition
-check on every table asset. A thin shell around :mod:`seq_assets.storage.maintenance`.
+"""The lake's upkeep in Dagster: the ``maintain_lake`` job on two schedules and a sensor, and a
+files-per-partition check on every table asset. A thin shell around :mod:`seq_assets.storage.maintenance`.
 
-- ``compact_streamed_days`` (every 5 minutes): compacts today's day of every table the stream
-  writes once it has ``COMPACT_MIN_FILES`` small files.
+- ``compact_on_file_count`` (a sensor, every 30 s): as soon as a day the stream still writes into
+  (today, or a late day inside the late horizon) of a streamed table has ``COMPACT_TRIGGER_FILES``
+  files, a run compacts those tables' open days, incrementally; one such run at a time.
+- ``compact_streamed_days`` (every 5 minutes): the same compaction for every streamed table whose
+  open days have ``COMPACT_MIN_FILES`` small files.
 - ``maintain_lake_daily`` (01:30 UTC, after ``close_days``): retention, compaction (yesterday once
   more, and any day past the file count), vacuum and log checkpoints on every table.
 
@@ -11,6 +14,8 @@ Each run records per table an observation of the table's asset with the figures 
 reclaimed...), so the asset's page plots them over time.
 """
 
+import hashlib
+import json
 import time
 from datetime import date
 
@@ -25,14 +30,19 @@ from seq_assets.orchestration.resources import LakeResource
 from seq_assets.storage import maintenance
 from seq_assets.storage.sql import format_table
 
-# The check's bound. The stream adds up to 12 files a minute to a day (a micro-batch every 5 s),
-# so about 60 between two runs of compact_streamed_days: twice that means compaction fell behind.
-MAX_FILES_PER_PARTITION = 120
+# The check's bound. The stream adds up to 12 files a minute to a day (a micro-batch every 5 s);
+# compact_on_file_count compacts a day at COMPACT_TRIGGER_FILES (32) within a minute or so, and an
+# incrementally compacted day keeps about log2(its rounds) bigger files: past 50, compaction fell behind.
+MAX_FILES_PER_PARTITION = 50
+COUNT_SENSOR_INTERVAL_SECONDS = 30
+MAINTENANCE_TAG = "seq/maintenance"
+_IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 EVERY_FIFTEEN_MINUTES = dg.AutomationCondition.cron_tick_passed("*/15 * * * *")
 
 
 class MaintainConfig(dg.Config):
-    scope: str = "full"  # "today": compact today's streamed days; "full": everything, every table
+    scope: str = "full"  # "today": compact the streamed days still written into; "full": everything, every table
     dry_run: bool = False  # compute what would happen, change nothing
     tables: list[str] = []  # KIND/NAME of the tables to maintain; empty: every table
     today: str = ""  # YYYY-MM-DD retention counts back from; empty: today (UTC)
@@ -46,14 +56,15 @@ def report_metadata(report: maintenance.TableReport, scope: str) -> dict:
 
 @dg.op(out={}, description="Compaction, retention, vacuum and log checkpoints over the lake's tables.")
 def maintain_tables(context: dg.OpExecutionContext, config: MaintainConfig, lake: LakeResource):
-    lk = lake.lake()
-    specs = maintenance.select_tables(maintenance.lake_tables(lake.compiled(), lk), config.tables)
+    lk, compiled = lake.lake(), lake.compiled()
+    specs = maintenance.select_tables(maintenance.lake_tables(compiled, lk), config.tables)
     today = date.fromisoformat(config.today) if config.today else today_utc()
     reports = []
     for spec in specs:
         report = maintenance.maintain_table(
             lk, spec, scope=config.scope, today=today, now_ms=int(time.time() * 1000),
-            retention_hours=settings.vacuum_retention_hours(), dry_run=config.dry_run)
+            retention_hours=settings.vacuum_retention_hours(), horizon_days=compiled.horizon_days(),
+            dry_run=config.dry_run)
         if not report.exists:
             continue
         reports.append(report)
@@ -74,13 +85,14 @@ def maintain_lake_job():
 def _request(scope: str, context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     today = context.scheduled_execution_time.date().isoformat()
     return dg.RunRequest(run_config={"ops": {"maintain_tables": {"config": {"scope": scope, "today": today}}}},
-                         tags={"seq/maintenance": scope})
+                         tags={MAINTENANCE_TAG: scope})
 
 
 @dg.schedule(job=maintain_lake_job, cron_schedule="*/5 * * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description=f"Compacts today's day of every table the stream writes once it has "
-                         f"{maintenance.COMPACT_MIN_FILES} small files.")
+             description=f"Compacts, incrementally, the days the stream still writes into (today and the late "
+                         f"horizon) of every table it writes, once a day has {maintenance.COMPACT_MIN_FILES} "
+                         "small files.")
 def compact_streamed_days(context: dg.ScheduleEvaluationContext):
     return _request("today", context)
 
@@ -91,6 +103,48 @@ def compact_streamed_days(context: dg.ScheduleEvaluationContext):
                          "vacuum and log checkpoints, on every table.")
 def maintain_lake_daily(context: dg.ScheduleEvaluationContext):
     return _request("full", context)
+
+
+def tables_past_trigger(lake: LakeResource, today: date) -> dict[str, dict[date, int]]:
+    """The streamed tables (``KIND/NAME``) with an open day at ``COMPACT_TRIGGER_FILES`` files or
+    more, and those days' file counts."""
+    lk, compiled = lake.lake(), lake.compiled()
+    out = {}
+    for spec in maintenance.lake_tables(compiled, lk):
+        if spec.kind in maintenance.NOT_COMPACTED:
+            continue
+        days = maintenance.days_past_trigger(lk, spec.kind, spec.name, today, compiled.horizon_days())
+        if days:
+            out[spec.label] = days
+    return out
+
+
+@dg.sensor(job=maintain_lake_job, minimum_interval_seconds=COUNT_SENSOR_INTERVAL_SECONDS,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description=f"Compacts a streamed table's open days (today and the late horizon) as soon as one has "
+                       f"{maintenance.COMPACT_TRIGGER_FILES} files; one such run at a time.")
+def compact_on_file_count(context: dg.SensorEvaluationContext, lake: LakeResource):
+    today = today_utc()
+    over = tables_past_trigger(lake, today)
+    if not over:
+        return dg.SkipReason(f"no open day of a streamed table has {maintenance.COMPACT_TRIGGER_FILES} files")
+    running = context.instance.get_run_records(
+        dg.RunsFilter(job_name=maintain_lake_job.name, statuses=_IN_FLIGHT, tags={MAINTENANCE_TAG: "count"}), limit=1)
+    if running:
+        return dg.SkipReason(f"run {running[0].dagster_run.run_id} is still compacting")
+    tables = sorted(over)
+    # The same file counts ask for the same run: a tick that sees nothing new asks for nothing.
+    seen = ";".join(f"{t}:" + ",".join(f"{d}={n}" for d, n in sorted(over[t].items())) for t in tables)
+    run_key = f"compact-{today}-{hashlib.sha256(seen.encode()).hexdigest()[:16]}"
+    worst = max(((t, d, n) for t in tables for d, n in over[t].items()), key=lambda x: x[2])
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(
+            run_key=run_key,
+            run_config={"ops": {"maintain_tables": {"config": {"scope": "today", "today": today.isoformat(),
+                                                               "tables": tables}}}},
+            tags={MAINTENANCE_TAG: "count", "seq/most_files": f"{worst[0]} {worst[1]}: {worst[2]}"})],
+        cursor=json.dumps({"run_key": run_key, "today": today.isoformat(),
+                           "tables": {t: {d.isoformat(): n for d, n in over[t].items()} for t in tables}}))
 
 
 def files_per_partition_check(kind: str, name: str) -> dg.AssetChecksDefinition:
@@ -120,4 +174,4 @@ def table_checks(compiled: Compiled) -> list[dg.AssetChecksDefinition]:
 
 def maintenance_defs(compiled: Compiled) -> dg.Definitions:
     return dg.Definitions(jobs=[maintain_lake_job], schedules=[compact_streamed_days, maintain_lake_daily],
-                          asset_checks=table_checks(compiled))
+                          sensors=[compact_on_file_count], asset_checks=table_checks(compiled))

@@ -4,8 +4,13 @@ The stream adds a file and a log entry to every table and day it touches, each m
 replaced and deleted partitions leave their files on storage. These functions, run by the
 ``maintain_lake`` job and ``seqctl maintain``, bound all of it:
 
-- **compaction** rewrites a day's small files into files of about ``TARGET_FILE_BYTES`` (delta-rs
-  optimize: one commit that removes them and adds the same rows back, in the same order);
+- **compaction** rewrites a day's small files into bigger ones (delta-rs optimize: one commit that
+  removes them and adds the same rows back, in the same order). A day the stream still writes into
+  (today and the late days inside the horizon) is compacted *incrementally*: only its smallest
+  files, as many as add up to less than the next bigger file (:func:`compaction_target`), so a file
+  is rewritten about log2(day / round) times over the day instead of at every round, and files at
+  the target size are never touched. Once a day has closed it is compacted once more, whole, into
+  files of about ``TARGET_FILE_BYTES``;
 - **retention** drops the days older than the table's definition keeps;
 - **vacuum** deletes the files removed from a table longer ago than the vacuum retention;
 - **checkpoints** let a reader open a table from one Parquet file, and the log entries older than
@@ -29,7 +34,9 @@ Beside the other writers:
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -45,6 +52,10 @@ if TYPE_CHECKING:  # handed compiled definitions
 
 TARGET_FILE_BYTES = 128 * 1024 * 1024  # what compaction writes (delta-rs' default is 100 MB)
 COMPACT_MIN_FILES = 10  # a day with this many files smaller than the target is compacted
+# A streamed day with this many files is compacted at once (the compact_on_file_count sensor), not
+# at the next schedule tick: the stream adds a file a micro-batch, 12 a minute in make dev, and no
+# day should ever pass the files_per_partition bound (50).
+COMPACT_TRIGGER_FILES = 32
 # Checkpoints forget a removed file once it is older than the table's deletedFileRetentionDuration,
 # and vacuum only deletes files it still finds in the log. The tables keep that record this much
 # longer than the vacuum retention, so a vacuum run at least this often sees every file expire.
@@ -92,6 +103,7 @@ class TableReport:
     partitions_compacted: int = 0
     files_compacted: int = 0  # small files rewritten
     files_written: int = 0  # the files they became
+    bytes_compacted: int = 0  # the bytes of the small files rewritten
     partitions_dropped: int = 0
     rows_dropped: int = 0
     files_deleted: int = 0
@@ -199,11 +211,59 @@ def replace_settling(lake: Lake, kind: str, name: str, table: DeltaTable, day: d
     return False
 
 
+def compaction_target(files: list[int] | list[tuple[int, int]], least: int, target_size: int = TARGET_FILE_BYTES,
+                      whole: bool = False) -> int | None:
+    """The ``target_size`` to hand delta-rs' optimize for a day whose files are ``files`` (their
+    sizes, or ``(size, rows)`` pairs), or None when there is nothing worth doing (fewer than
+    ``max(2, least)`` files under ``target_size``).
+
+    delta-rs rewrites every file no bigger than the target size it is given, packed into files of
+    up to that size: given ``T``, it takes exactly the files of size <= ``T``, and when they add up
+    to no more than ``T`` they become one file.
+
+    - Incremental (``whole`` False, a day the stream still writes into): the smallest files, by
+      size, at least ``least`` of them, up to the first file bigger than all of them together and
+      with more rows; ``T`` is their total, so they become one file and every other file of the day
+      stays as it is. Files grow like a binary counter (new files join a bigger one once they hold
+      as many rows), so a row is rewritten about log2(files of the day / files per round) times
+      over the day, not once per round. (While files are so small that a file's own overhead
+      outweighs its rows, a compacted file is smaller than the new files beside it and is taken
+      with them; that stops once its rows outweigh the overhead.)
+    - Whole (a closed day): every file under ``target_size`` into one when they add up to no more
+      than it. Otherwise, in both modes, delta-rs packs the files under ``target_size`` into files
+      of about that size.
+    """
+    pairs = sorted((f, f) if isinstance(f, int) else (int(f[0]), int(f[1] if f[1] is not None else f[0]))
+                   for f in files)
+    small = [p for p in pairs if p[0] < target_size]
+    bigger = next((p[0] for p in pairs if p[0] >= target_size), None)
+    need = max(2, least)
+    if len(small) < need:
+        return None
+    total = sum(size for size, _ in small)
+    if whole:
+        if total <= target_size and (bigger is None or total < bigger):
+            return max(total, small[-1][0])
+        return target_size
+    size_sum = sum(size for size, _ in small[:need - 1])
+    rows_sum = sum(rows for _, rows in small[:need - 1])
+    for k in range(need, len(small) + 1):
+        size_sum += small[k - 1][0]
+        rows_sum += small[k - 1][1]
+        if size_sum > target_size:
+            return target_size
+        nxt = small[k][0] if k < len(small) else bigger
+        if nxt is None or (nxt > size_sum and (k == len(small) or small[k][1] > rows_sum)):
+            return size_sum
+    return target_size
+
+
 @dataclass
 class CompactionRun:
     """What :func:`compact` did (or, in a dry run, would do) to each day."""
 
     days: dict[date, tuple[int, int]] = field(default_factory=dict)  # day -> (files removed, files added)
+    bytes_rewritten: dict[date, int] = field(default_factory=dict)  # day -> bytes of the files removed
     settling: list[str] = field(default_factory=list)
 
     @property
@@ -215,46 +275,81 @@ class CompactionRun:
         return sum(a for _, a in self.days.values())
 
 
+def _removed_bytes(metrics: dict) -> int:
+    removed = metrics.get("filesRemoved") or {}
+    if isinstance(removed, str):
+        removed = json.loads(removed)
+    return int(removed.get("totalSize", 0))
+
+
 def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now_ms: int,
-            target_size: int = TARGET_FILE_BYTES, dry_run: bool = False) -> CompactionRun:
-    """Compact each day of ``min_files`` that has at least that many files under ``target_size``.
+            target_size: int = TARGET_FILE_BYTES, whole: Iterable[date] = (), dry_run: bool = False) -> CompactionRun:
+    """Compact each day of ``min_files`` that has at least that many files under ``target_size``:
+    incrementally, or for the days of ``whole`` into files of ``target_size`` (see
+    :func:`compaction_target`).
 
     Rows and their content stay the same; the order of the rows inside the day too. A commit
     conflict (another writer removed a file it read) re-plans the day from a fresh snapshot.
     """
     out = CompactionRun()
+    whole = set(whole)
     for day, least in sorted(min_files.items()):
-        def attempt() -> tuple[int, int] | None:
+        def attempt(day: date = day, least: int = least) -> tuple[int, int, int] | None:
             table = lake.table(kind, name)
             if table is None:
                 return None
-            part = partition_files(table, target_size).filter(pl.col("date") == day)
-            small = int(part["small"].sum()) if part.height else 0
-            if small < max(2, least):
+            adds = add_actions(table)
+            if adds.is_empty() or "partition.date" not in adds.columns:
+                return None
+            day_adds = adds.filter(pl.col("partition.date").cast(pl.String) == day.isoformat())
+            sizes = day_adds["size_bytes"].to_list()
+            rows = day_adds["num_records"].to_list() if "num_records" in day_adds.columns else sizes
+            size = compaction_target(list(zip(sizes, rows)), least, target_size, whole=day in whole)
+            if size is None:
                 return None
             if replace_settling(lake, kind, name, table, day, now_ms):
                 out.settling.append(day.isoformat())
                 return None
             if dry_run:
-                return small, max(1, math.ceil(int(part["small_bytes"].sum()) / target_size))
-            m = table.optimize.compact(partition_filters=[("date", "=", day.isoformat())], target_size=target_size,
+                taken = [s for s in sizes if s <= size]
+                return len(taken), max(1, math.ceil(sum(taken) / size)), sum(taken)
+            # The plan was made on this snapshot, and optimize runs on it: the files <= size are
+            # the ones planned (a conflict re-plans from a fresh one).
+            m = table.optimize.compact(partition_filters=[("date", "=", day.isoformat())], target_size=size,
                                        writer_properties=_WRITER)
-            return int(m["numFilesRemoved"]), int(m["numFilesAdded"])
+            return int(m["numFilesRemoved"]), int(m["numFilesAdded"]), _removed_bytes(m)
 
         done = with_retries(attempt, what=f"compact {kind}/{name} {day}")
         if done and done[0]:
-            out.days[day] = done
+            out.days[day] = done[:2]
+            out.bytes_rewritten[day] = done[2]
     return out
 
 
-def compaction_days(parts: pl.DataFrame, today: date, scope: str) -> dict[date, int]:
-    """The days to compact and the small files each needs: today past ``COMPACT_MIN_FILES`` (scope
-    ``today``); or every day past it, and yesterday, closed now, with any two (scope ``full``)."""
+def open_days(today: date, horizon_days: int) -> list[date]:
+    """The days the stream still writes into: today and the late days inside the horizon."""
+    return [today - timedelta(days=i) for i in range(horizon_days + 1)]
+
+
+def compaction_days(parts: pl.DataFrame, today: date, scope: str, horizon_days: int = 0) -> dict[date, int]:
+    """The days to compact and the small files each needs. Scope ``today``: today and the late days
+    inside the horizon, past ``COMPACT_MIN_FILES``. Scope ``full``: every day past it, and
+    yesterday, closed now, with any two (compacted whole: see :func:`compact`)."""
     if scope == "today":
-        return {today: COMPACT_MIN_FILES}
+        return {d: COMPACT_MIN_FILES for d in open_days(today, horizon_days)}
     days = {d: COMPACT_MIN_FILES for d in parts.filter(pl.col("small") >= COMPACT_MIN_FILES).get_column("date")}
     days[today - timedelta(days=1)] = 2
     return days
+
+
+def days_past_trigger(lake: Lake, kind: str, name: str, today: date, horizon_days: int,
+                      trigger: int = COMPACT_TRIGGER_FILES) -> dict[date, int]:
+    """The open days (:func:`open_days`) of a streamed table with at least ``trigger`` files, and
+    their file counts: what the count-triggered compaction looks at (one read of the table's log)."""
+    if kind not in STREAMED_KINDS:
+        return {}
+    counts = partition_file_counts(lake, kind, name)
+    return {d: counts[d] for d in open_days(today, horizon_days) if counts.get(d, 0) >= trigger}
 
 
 # ---- retention, vacuum, log -----------------------------------------------------------------
@@ -359,9 +454,11 @@ def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False) -> tuple
 
 
 def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_ms: int, retention_hours: int,
-                   enforce_retention_duration: bool = True, dry_run: bool = False) -> TableReport:
-    """Scope ``today``: compact today's day of a table the stream writes. Scope ``full``: drop the
-    days past the table's retention, compact, vacuum and checkpoint. Both keep the table's
+                   horizon_days: int = 0, enforce_retention_duration: bool = True,
+                   dry_run: bool = False) -> TableReport:
+    """Scope ``today``: compact, incrementally, today's day of a table the stream writes and its
+    late days inside ``horizon_days``. Scope ``full``: drop the days past the table's retention,
+    compact (yesterday whole, once it has closed), vacuum and checkpoint. Both keep the table's
     :func:`retention_properties`."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r} (one of: {', '.join(SCOPES)})")
@@ -382,9 +479,11 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
                                                                       today, dry_run)
         parts = parts.filter(pl.col("date") >= today - timedelta(days=spec.retention_days)) if dry_run else parts
     wanted = {} if kind in NOT_COMPACTED else \
-        compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope)
-    done = compact(lake, kind, name, wanted, now_ms=now_ms, dry_run=dry_run)
+        compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope, horizon_days)
+    whole = [today - timedelta(days=1)] if scope == "full" else []
+    done = compact(lake, kind, name, wanted, now_ms=now_ms, whole=whole, dry_run=dry_run)
     report.partitions_compacted, report.files_compacted, report.files_written = len(done.days), done.files_removed, done.files_added
+    report.bytes_compacted = sum(done.bytes_rewritten.values())
     report.settling = done.settling
     if scope == "full":
         report.files_deleted, report.bytes_reclaimed = vacuum(
@@ -405,10 +504,12 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
 
 
 def maintain_lake(lake: Lake, specs: list[TableSpec], *, scope: str, today: date, now_ms: int, retention_hours: int,
-                  enforce_retention_duration: bool = True, dry_run: bool = False) -> list[TableReport]:
+                  horizon_days: int = 0, enforce_retention_duration: bool = True,
+                  dry_run: bool = False) -> list[TableReport]:
     """:func:`maintain_table` for every table of ``specs`` the lake holds, in order."""
     reports = [maintain_table(lake, s, scope=scope, today=today, now_ms=now_ms, retention_hours=retention_hours,
-                              enforce_retention_duration=enforce_retention_duration, dry_run=dry_run) for s in specs]
+                              horizon_days=horizon_days, enforce_retention_duration=enforce_retention_duration,
+                              dry_run=dry_run) for s in specs]
     return [r for r in reports if r.exists]
 
 
@@ -416,7 +517,7 @@ def report_frame(reports: list[TableReport]) -> pl.DataFrame:
     """The figures of a run, one row per table, for the terminal and the run log."""
     return pl.DataFrame([{"table": r.table, **r.figures()} for r in reports]).select(
         "table", "files_before", "files_after", "bytes_before", "bytes_after", "max_partition_files_after",
-        "files_compacted", "files_written", "partitions_dropped", "files_deleted", "bytes_reclaimed",
+        "files_compacted", "files_written", "bytes_compacted", "partitions_dropped", "files_deleted", "bytes_reclaimed",
         "log_files_deleted") if reports else pl.DataFrame()
 
 

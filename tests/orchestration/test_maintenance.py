@@ -90,12 +90,14 @@ def test_the_job_maintains_every_table_and_records_its_figures(lake):
     assert lake.read("sequences", "engagements_v1")["date"].to_list() == [D1]
 
 
-def test_todays_scope_compacts_only_today_of_streamed_tables(lake):
-    small_files(lake, "events", "pin_save", D1, 12)
-    small_files(lake, "events", "pin_save", D2, 12)
+def test_todays_scope_compacts_the_days_the_stream_still_writes_into(lake, compiled):
+    horizon = compiled.horizon_days()
+    closed = D2 - timedelta(days=horizon + 1)  # the day before the late horizon
+    for day in (closed, D1, D2):
+        small_files(lake, "events", "pin_save", day, 12)
     seen = observations(run(lake, scope="today", today=D2.isoformat()))
-    assert maintenance.partition_file_counts(lake, "events", "pin_save") == {D1: 12, D2: 1}
-    assert seen["events/pin_save"]["files_compacted"].value == 12 and seen["events/pin_save"]["files_deleted"].value == 0
+    assert maintenance.partition_file_counts(lake, "events", "pin_save") == {closed: 12, D1: 1, D2: 1}
+    assert seen["events/pin_save"]["files_compacted"].value == 24 and seen["events/pin_save"]["files_deleted"].value == 0
 
 
 def test_schedules_run_the_job_for_their_day_and_are_on_by_default():
@@ -115,6 +117,7 @@ def test_the_code_location_has_the_job_schedules_and_checks(lake):
     d = defs()
     assert d.resolve_job_def("maintain_lake") is not None
     assert {"compact_streamed_days", "maintain_lake_daily"} <= {s.name for s in d.schedules}
+    assert "compact_on_file_count" in {s.name for s in d.sensors}
     graph = d.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     for key in graph.get_all_asset_keys():
@@ -130,10 +133,60 @@ def test_the_code_location_has_the_job_schedules_and_checks(lake):
                                                                       for t in compiled.features}
 
 
+# ---- the count-triggered compaction ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("project", ["demo", "ratings"])
+def test_the_file_count_sensor_compacts_open_days_past_the_trigger_one_run_at_a_time(lake, monkeypatch, project):
+    from seq_assets.settings import load_compiled
+
+    if project == "ratings":
+        from tests.support.ratings import MODULE
+
+        monkeypatch.setenv("SEQ_DEFS_MODULE", MODULE)
+    compiled = load_compiled()
+    source = next(iter(compiled.sources))
+    kind, name = ("raw", source)  # every project has a raw/ table per source
+    label = f"{kind}/{name}"
+    trigger, today = maintenance.COMPACT_TRIGGER_FILES, today_utc()
+    late = today - timedelta(days=compiled.horizon_days())  # the oldest day still inside the horizon
+    closed = late - timedelta(days=1)
+    resource = LakeResource(uri=lake.root)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = orch.compact_on_file_count
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+    def evaluate():
+        return sensor(dg.build_sensor_context(instance=instance, resources={"lake": resource}))
+
+    small_files(lake, kind, name, today, trigger - 1)
+    small_files(lake, kind, name, closed, trigger + 5)  # past the horizon: the daily run's
+    assert isinstance(evaluate(), dg.SkipReason)
+    small_files(lake, kind, name, today, 1)
+    small_files(lake, kind, name, late, trigger)
+    result = evaluate()
+    (req,) = result.run_requests
+    config = req.run_config["ops"]["maintain_tables"]["config"]
+    assert config == {"scope": "today", "today": today.isoformat(), "tables": [label]}
+    assert req.tags[orch.MAINTENANCE_TAG] == "count"
+    assert json.loads(result.cursor)["tables"] == {label: {today.isoformat(): trigger, late.isoformat(): trigger}}
+    assert evaluate().run_requests[0].run_key == req.run_key  # the same counts ask for the same run
+
+    # While that run has not finished, no other is asked for.
+    pending = instance.create_run_for_job(orch.maintain_lake_job, run_config=req.run_config, tags=req.tags)
+    assert "still compacting" in evaluate().skip_message
+    instance.report_run_failed(pending)
+    run(lake, **config)
+    counts = maintenance.partition_file_counts(lake, kind, name)
+    assert counts[today] == 1 and counts[late] == 1 and counts[closed] == trigger + 5
+    assert isinstance(evaluate(), dg.SkipReason)
+
+
 # ---- files per partition ----------------------------------------------------------------------
 
 
 def test_the_files_per_partition_check_fails_past_its_bound_and_passes_after_compaction(lake, monkeypatch):
+    assert orch.MAX_FILES_PER_PARTITION == 50
     monkeypatch.setattr(orch, "MAX_FILES_PER_PARTITION", 10)
     small_files(lake, "events", "pin_click", D1, 12)
     small_files(lake, "events", "pin_click", D2, 3)

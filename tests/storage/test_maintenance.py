@@ -171,6 +171,117 @@ def test_compaction_racing_stream_inserts_and_a_backfill_loses_and_doubles_nothi
     assert sum(h["operation"] == "OPTIMIZE" for h in history) >= 1
 
 
+def test_the_incremental_plan_takes_the_smallest_files_that_add_up_to_less_than_the_next():
+    plan = maintenance.compaction_target
+    assert plan([10] * 9, least=10, target_size=1000) is None  # too few
+    assert plan([10] * 12, least=10, target_size=1000) == 120  # equal sizes: all of them
+    # A compacted file of 120 stays while the new ones add up to less; joins them once they reach it.
+    assert plan([120] + [10] * 11, least=10, target_size=1000) == 110
+    assert plan([120] + [10] * 12, least=10, target_size=1000) == 240
+    assert plan([500, 120] + [10] * 12, least=10, target_size=1000) == 240  # the 500 stays
+    assert plan([1000, 2000] + [10] * 12, least=10, target_size=1000) == 120  # at the target: never taken
+    assert plan([300] * 4, least=2, target_size=1000) == 1000  # no such set under the target: delta-rs packs
+    # By rows, not bytes: a compacted file is smaller than its parts, and joins them when it holds
+    # no more rows than they do together (else it stays, and they are packed under its size).
+    assert plan([(25, 100)] * 12 + [(400, 1200)], least=10, target_size=1000) == 700
+    assert plan([(25, 100)] * 12 + [(400, 2400)], least=10, target_size=1000) == 300
+    assert plan([(25, 100)] * 12 + [(200, 2400)], least=10, target_size=1000) == 500  # not bigger: taken
+    # A closed day: everything under the target into one file.
+    assert plan([500, 120, 10], least=2, target_size=1000, whole=True) == 630
+    assert plan([900, 300], least=2, target_size=1000, whole=True) == 1000
+    assert plan([2000, 10], least=2, target_size=1000, whole=True) is None
+
+
+def noisy(day: date, ids: list[str], rng) -> pl.DataFrame:
+    """Rows that compress as little in a small file as in a big one (unlike ``frame``'s)."""
+    return pl.DataFrame({"event_id": ids, "x": [rng.random() for _ in ids],
+                         "emb": [[rng.random() for _ in range(4)] for _ in ids], "date": [day] * len(ids)})
+
+
+def test_incremental_compaction_leaves_bigger_files_alone_and_rewrites_far_less_than_the_whole_day(lake):
+    """Rounds of stream inserts, each followed by the five-minute compaction of the open day: the
+    backfill's file (at the target size here) is never rewritten, the day stays at a few files,
+    and the bytes rewritten are a fraction of rewriting the day's small files each round."""
+    import random
+
+    rng = random.Random(3)
+    lake.replace_partitions("events", "t", noisy(D1, [f"b{i}" for i in range(30_000)], rng), [D1])
+    (big,) = lake.table("events", "t").get_add_actions(flatten=True).column("path").to_pylist()
+    target = lake.table("events", "t").get_add_actions(flatten=True).column("size_bytes")[0].as_py()
+    rewritten = whole_day = 0
+    counts = []
+    for r in range(16):
+        for b in range(12):
+            lake.insert_unseen("events", "t", noisy(D1, [f"r{r}-{b}-{i}" for i in range(100)], rng), key="event_id")
+        day = maintenance.partition_files(lake.table("events", "t")).row(0, named=True)
+        whole_day += day["bytes"] - target  # what a compaction of every small file would rewrite
+        before = lake.read("events", "t", days=[D1]).sort("event_id")
+        done = maintenance.compact(lake, "events", "t", {D1: maintenance.COMPACT_MIN_FILES}, now_ms=now_ms(),
+                                   target_size=target)
+        assert_frame_equal(lake.read("events", "t", days=[D1]).sort("event_id"), before)
+        rewritten += done.bytes_rewritten[D1]
+        paths = lake.table("events", "t").get_add_actions(flatten=True).column("path").to_pylist()
+        assert big in paths
+        counts.append(len(paths))
+    print(f"\nincremental: {rewritten:,} bytes rewritten over 16 rounds, against {whole_day:,} "
+          f"rewriting the day's small files each round; files after each round {counts}")
+    assert rewritten < whole_day / 2
+    assert max(counts) <= 1 + 5  # the backfill's file and a binary counter's files
+    # Once the day has closed, it is compacted whole.
+    maintenance.compact(lake, "events", "t", {D1: 2}, now_ms=now_ms(), target_size=10 * target, whole=[D1])
+    assert maintenance.partition_file_counts(lake, "events", "t") == {D1: 1}
+    assert_frame_equal(lake.read("events", "t", days=[D1]).sort("event_id"), before)
+
+
+def test_incremental_compaction_racing_stream_inserts_and_a_backfill_loses_and_doubles_nothing(lake):
+    """As the race above, on a day that already holds a compacted file and the backfill's: each
+    incremental compaction takes a different handful of the newest files while the stream adds
+    more and the backfill replaces the day."""
+    batch = frame(D1, [f"b{i}" for i in range(400)], n0=10_000)
+    lake.replace_partitions("events", "t", batch, [D1])
+    target = lake.table("events", "t").get_add_actions(flatten=True).column("size_bytes")[0].as_py()
+    early = [[f"e{b}-{i}" for i in range(3)] for b in range(12)]
+    for b, ids in enumerate(early):
+        lake.insert_unseen("events", "t", frame(D1, ids, n0=5000 + 3 * b), key="event_id")
+    maintenance.compact(lake, "events", "t", {D1: 2}, now_ms=now_ms(), target_size=target)
+    stream_ids = [[f"s{b}-{i}" for i in range(3)] for b in range(30)]
+    stop, errors, rounds = threading.Event(), [], []
+
+    def stream():
+        try:
+            for b, ids in enumerate(stream_ids):
+                Lake(lake.root).insert_unseen("events", "t", frame(D1, ids, n0=3 * b), key="event_id")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def compactor():
+        try:
+            while not stop.is_set():
+                rounds.append(maintenance.compact(Lake(lake.root), "events", "t", {D1: 2}, now_ms=now_ms(),
+                                                  target_size=target))
+                time.sleep(0.02)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=stream), threading.Thread(target=compactor)]
+    for th in threads:
+        th.start()
+    for _ in range(4):
+        lake.replace_partitions("events", "t", batch, [D1])
+        time.sleep(0.1)
+    threads[0].join()
+    stop.set()
+    threads[1].join()
+    assert not errors, errors
+    for b, ids in enumerate(stream_ids):  # the catch-up, as in the race above
+        lake.insert_unseen("events", "t", frame(D1, ids, n0=3 * b), key="event_id")
+    want = pl.concat([batch, *(frame(D1, ids, n0=3 * b) for b, ids in enumerate(stream_ids))]).sort("event_id")
+    got = lake.read("events", "t", days=[D1]).sort("event_id")
+    assert got.height == want.height == 490 and got["event_id"].n_unique() == 490
+    assert_frame_equal(got, want, check_column_order=False)
+    assert sum(1 for r in rounds if r.days) >= 1
+
+
 def _slip_in(monkeypatch, during_overwrite):
     """Run ``during_overwrite(real_commit)`` in place of the next overwrite commit: another writer
     commits between the version the replace read and its own commit."""
