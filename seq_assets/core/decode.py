@@ -1,13 +1,14 @@
 """Decode raw JSON records in bulk into a typed frame; every bad record becomes a dead letter.
 
-The whole batch is parsed in one vectorized call. Unparseable JSON makes that call fail, so the
-batch is split in halves until the bad records are isolated: the cost is O(bad x log n) bulk calls,
-never a Python loop per good record.
+The whole batch is parsed in one vectorized call (polars' native NDJSON reader). Unparseable JSON
+makes that call fail, so the batch is split in halves until the bad records are isolated: the cost
+is O(bad x log n) bulk calls, never a Python loop per good record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,12 +51,50 @@ def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.S
     """Parse every value as a JSON object of strings; returns (fields, parsed_ok mask).
 
     A nearly free first pass marks what cannot be a JSON object (not ``{...}``: truncated records
-    are the common case), so the bulk decode normally runs once over the whole batch. Should the
-    decoder still refuse something, the batch is split in halves until the culprit is isolated.
+    are the common case). The rest goes through polars' native NDJSON reader in one call (the same
+    deserializer as ``str.json_decode``, but parallel and about twice as fast), one record a line.
+    A record that reader would read differently from ``str.json_decode`` takes the slower path: a
+    record spanning lines (a raw newline) and one with a field whose text starts like a nested
+    value (``str.json_decode`` refuses a nested object or array for a text field, the reader
+    keeps its JSON text). Should the reader refuse something, the whole batch takes that path.
     """
     trimmed = values.str.strip_chars()
     is_object = (trimmed.str.starts_with("{") & trimmed.str.ends_with("}")).fill_null(False)
-    cleaned = values.to_frame("v").select(pl.when(is_object).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series()
+    one_line = is_object & ~values.str.contains(r"[\r\n]").fill_null(False)
+    native = _native_ndjson(values.to_frame("v").select(
+        pl.when(one_line).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series(), struct)
+    if native is None:
+        cleaned = values.to_frame("v").select(pl.when(is_object).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series()
+        return _split_json(cleaned, is_object, struct)
+    looks_nested = native.select(pl.any_horizontal(
+        pl.col(c).str.starts_with("{") | pl.col(c).str.starts_with("[") for c in native.columns).fill_null(False)).to_series()
+    redo = (is_object & ~one_line) | looks_nested if native.width else is_object & ~one_line
+    if not redo.any():
+        return native, is_object
+    fields, ok = _split_json(values.filter(redo), pl.Series([True] * int(redo.sum())), struct)
+    at = pl.int_range(pl.len(), dtype=pl.UInt32)
+    merged = pl.concat([native.with_columns(_at=at).filter(~redo),
+                        fields.with_columns(_at=redo.arg_true(), _ok=ok)], how="diagonal").sort("_at")
+    return merged.drop("_at", "_ok"), is_object.scatter(redo.arg_true(), ok)
+
+
+def _native_ndjson(lines: pl.Series, struct: pl.Struct) -> pl.DataFrame | None:
+    """``lines`` (one JSON object each, no raw newline) through polars' NDJSON reader, one row per
+    line with the fields of ``struct`` as text; None when the reader refuses any of them."""
+    schema = struct.to_schema()
+    if lines.is_empty():
+        return pl.DataFrame(schema=schema)
+    buffer = lines.str.join("\n").cast(pl.Binary).item()
+    try:
+        out = pl.read_ndjson(io.BytesIO(buffer), schema=schema)
+    except Exception:  # noqa: BLE001 - polars raises ComputeError or its own panics for bad JSON
+        return None
+    return out if out.height == len(lines) else None
+
+
+def _split_json(cleaned: pl.Series, good: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.Series]:
+    """``str.json_decode`` over the whole batch; when it refuses, the batch is split in halves until
+    the bad records are isolated: O(bad x log n) bulk calls, never a Python loop per good record."""
 
     def parse(s: pl.Series) -> pl.Series | None:
         try:
@@ -65,7 +104,7 @@ def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.S
 
     parts: list[pl.Series] = []
     ok: list[pl.Series] = []
-    stack = [(cleaned, is_object)]
+    stack = [(cleaned, good)]
     while stack:
         chunk, good = stack.pop()
         out = parse(chunk)

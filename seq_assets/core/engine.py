@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from seq_assets.core.buckets import user_bucket
 from seq_assets.core.compiled import Compiled, polars_type, source_types
 from seq_assets.core.days import day_start_ms, days_between, end_of_day_ms, event_time_ms
 from seq_assets.core.decode import Decoded, decode_records
@@ -39,6 +40,16 @@ def first_per_key(df: pl.DataFrame, key: str) -> pl.DataFrame:
     if df.get_column(key).n_unique() == df.height:
         return df
     return df.filter(pl.col(key).is_first_distinct())
+
+
+def in_bucket(frame, user: str, bucket: tuple[int, int] | None):
+    """The rows (of a DataFrame or LazyFrame) whose ``user`` is in bucket ``b`` of ``n``
+    (``bucket=(b, n)``, ``core.buckets.user_bucket``); a null user is in bucket 0. None: every row."""
+    if bucket is None:
+        return frame
+    b, n = bucket
+    of = pl.col(user).map_batches(lambda s: user_bucket(s, n), return_dtype=pl.UInt32, is_elementwise=True)
+    return frame.filter(of.fill_null(0) == b)
 
 
 class LakeContext:
@@ -134,6 +145,8 @@ class Engine:
         self.compiled = compiled
         self.lake = lake
         self.landing = landing  # only the batch path reads it
+        # Landing files read by the day walked last (see _file_rows): a walk oldest first reads each once.
+        self._landing_walk: tuple[date | None, dict[str, dict]] = (None, {})
         self.executors = {
             name: EXECUTORS[et["executor"]](et, compiled) for name, et in compiled.event_types.items()
         }
@@ -190,36 +203,56 @@ class Engine:
         whole horizon. (A record that fails to decode is dated by its arrival day even when a time
         was read from it, so every arrival of the day is kept.) In JSON lines a regex finds the
         time field's value; in CSV and Parquet it is the column.
+
+        A run that walks days oldest first reads each file once: a file serves the days of its
+        horizon (see :meth:`_file_rows`), and is dropped once the run has passed its arrival day.
+        A day that is not after the one before (a re-run, a step back) reads its files again.
         """
         fmt = src.get("batch_format", "jsonl")
         arrivals = [day + timedelta(days=i) for i in range(self.compiled.horizon_days(source) + 1)]
         files = self.landing_files(source, arrivals)
+        walked, kept = self._landing_walk
+        kept = {p: r for p, r in kept.items() if r["arrived"] >= day and p in files} if walked and walked < day else {}
+        self._landing_walk = (day, kept)
         start, end = day_start_ms(day), end_of_day_ms(day)
-        tf = src["time_field"]
         parts = []
         for path in files:
             # One file at a time: its arrival day and name are constants, its line number the index.
             name = "/".join(path.rsplit("/", 2)[-2:])
             arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
-            rows = self._landing().read_batch_file(path, fmt)
-            if rows.is_empty():
+            rows = self._file_rows(path, fmt, src, arrived, with_time=arrived != day)
+            if rows is None:
                 continue
-            if fmt == "jsonl":
-                value = pl.col("value")
-                time_text = value.str.extract(r'"' + re.escape(tf) + r'"\s*:\s*("[^"\\]*"|-?\d+)\s*[,}]').str.strip_chars('"')
-                ms = event_time_ms(src, time_text)
-                rows = rows.with_row_index("_line").filter(value.str.len_bytes() > 0)
-            else:
-                value = pl.struct(pl.all()).struct.json_encode()
-                ms = event_time_ms(src, pl.col(tf), rows.schema[tf]) if tf in rows.columns else pl.lit(None, pl.Int64)
-                rows = rows.select(pl.struct(pl.all()).alias("_row"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("_line"),
-                                   ms.alias("_ms"))
-                ms, value = pl.col("_ms"), pl.col("_row").struct.json_encode()
             if arrived != day:
-                rows = rows.filter(ms.is_between(start, end, closed="left") | ms.is_null())
+                rows = rows.filter(pl.col("_ms").is_between(start, end, closed="left") | pl.col("_ms").is_null())
+            value = pl.col("value") if fmt == "jsonl" else pl.col("_row").struct.json_encode()
             parts.append(rows.select(value.alias("value"), "_line", pl.lit(arrived).alias("_arrival"),
                                      pl.lit(name).alias("_file")))
         return (pl.concat(parts) if parts else None), files
+
+    def _file_rows(self, path: str, fmt: str, src: dict, arrived: date, with_time: bool) -> pl.DataFrame | None:
+        """One landing file's rows (``value`` or ``_row``, ``_line``; None when empty), kept for
+        the run, with ``_ms``, the event time the pre-selection reads, once ``with_time`` asks."""
+        kept = self._landing_walk[1]
+        got = kept.get(path)
+        if got is None:
+            rows = self._landing().read_batch_file(path, fmt)
+            tf = src["time_field"]
+            if rows.is_empty():
+                rows = None
+            elif fmt == "jsonl":
+                rows = rows.with_row_index("_line").filter(pl.col("value").str.len_bytes() > 0)
+            else:
+                ms = event_time_ms(src, pl.col(tf), rows.schema[tf]) if tf in rows.columns else pl.lit(None, pl.Int64)
+                rows = rows.select(pl.struct(pl.all()).alias("_row"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("_line"),
+                                   ms.alias("_ms"))
+            got = kept[path] = {"arrived": arrived, "rows": rows}
+        rows = got["rows"]
+        if with_time and rows is not None and "_ms" not in rows.columns:
+            tf = src["time_field"]
+            time_text = pl.col("value").str.extract(r'"' + re.escape(tf) + r'"\s*:\s*("[^"\\]*"|-?\d+)\s*[,}]')
+            rows = got["rows"] = rows.with_columns(event_time_ms(src, time_text.str.strip_chars('"')).alias("_ms"))
+        return rows
 
     def _delta_records(self, src: dict, day: date) -> tuple[pl.DataFrame | None, list[str]]:
         """The rows of a Delta source whose event time falls on ``day``, as :meth:`_file_records`
@@ -345,10 +378,11 @@ class Engine:
                 yield pending[0], pending[1].result()
 
     def _index_day(self, source: str, day: date, event_types: list[str] | None,
-                   ctx: LakeContext) -> tuple[pl.DataFrame, int | None, IndexResult]:
+                   ctx: LakeContext, bucket: tuple[int, int] | None = None) -> tuple[pl.DataFrame, int | None, IndexResult]:
         raw, version = self.raw_day(source, day)
         raw = first_per_key(raw, self.compiled.sources[source]["event_id_field"])
-        ctx.seed(source, day, raw)
+        ctx.seed(source, day, raw)  # the whole day: enrichments over other users' history stay exact
+        raw = in_bucket(raw, self.compiled.sources[source]["user_field"], bucket)
         return raw, version, self.index(source, raw, ctx, event_types=event_types, deduplicated=True)
 
     def _write_day(self, source: str, day: date, event_types: list[str] | None, raw: pl.DataFrame,
@@ -377,6 +411,50 @@ class Engine:
     def write_events_day(self, event_type: str, day: date, events: pl.DataFrame) -> WriteInfo:
         return self.lake.replace_partitions("events", event_type, events, [day])
 
+    def stage_events_days(self, source: str, days: list[date], event_types: list[str] | None,
+                          bucket: tuple[int, int]) -> list[dict]:
+        """One user bucket's part of :meth:`index_batch_days`: each day's events of the users in
+        ``bucket``, written as Parquet files into ``events/`` but not committed (``Lake.stage_partitions``).
+        Per day: ``{"day", "raw_version", "staged": {event_type: staged}}`` for
+        :meth:`commit_events_days`."""
+        ctx, out = LakeContext(self.lake), []
+        for day in sorted(days):
+            _, version, result = self._index_day(source, day, event_types, ctx, bucket=bucket)
+            staged = {et: self.lake.stage_partitions("events", et, df.filter(pl.col("date") == day))
+                      for et, df in result.events.items()}
+            out.append({"day": day.isoformat(), "raw_version": version, "staged": staged})
+        return out
+
+    def commit_events_days(self, source: str, parts: list[list[dict]], event_types: list[str],
+                           max_catch_up: int = 20) -> dict[str, WriteInfo]:
+        """Commit every bucket's staged events (``parts``: what :meth:`stage_events_days` returned
+        for each bucket) in one Delta transaction per event type, replacing the days they cover.
+        Raw rows the stream committed after a bucket read its day are then indexed and inserted
+        (unseen ids only), as :meth:`index_batch_day` does after its replace."""
+        days = sorted({date.fromisoformat(d["day"]) for p in parts for d in p})
+        infos = {et: self.lake.commit_staged("events", et, [d["staged"][et] for p in parts for d in p], days)
+                 for et in event_types}
+        eid = self.compiled.sources[source]["event_id_field"]
+        read = {}
+        for p in parts:
+            for d in p:
+                read.setdefault(date.fromisoformat(d["day"]), set()).add(d["raw_version"])
+        for day in days:
+            for _ in range(max_catch_up):
+                t = self.lake.table("raw", source)
+                if t is None or read[day] == {t.version()}:
+                    break
+                now, version = self.raw_day(source, day)
+                have = [self.lake.read("events", et, days=[day], columns=[eid]) for et in event_types]
+                have = pl.concat([h for h in have if h is not None] or [now.select(eid).head(0)]).get_column(eid)
+                fresh = now.filter(~pl.col(eid).is_in(have.implode()))
+                if fresh.height:
+                    extra = self.index(source, fresh, LakeContext(self.lake), event_types=event_types)
+                    for et, df in extra.events.items():
+                        self.lake.insert_unseen("events", et, df.filter(pl.col("date") == day), key=eid)
+                read[day] = {version}
+        return infos
+
     # ---- sequences --------------------------------------------------------------------------
 
     def build_sequences_day(self, feature_table: str, day: date, fields: list[str] | None = None) -> pl.DataFrame:
@@ -384,8 +462,8 @@ class Engine:
         stored fields, or a list column per event column of ``fields``."""
         return self._build_sequences(feature_table, day, None, fields).seqs
 
-    def _build_sequences(self, feature_table: str, day: date, previous: "_Built | None",
-                         fields: list[str] | None = None) -> "_Built":
+    def _build_sequences(self, feature_table: str, day: date, previous: _Built | None,
+                         fields: list[str] | None = None, bucket: tuple[int, int] | None = None) -> _Built:
         """Build one day, from the day before when ``previous`` holds it and is still current.
 
         ``previous`` is current when the events files of the days both windows share are exactly
@@ -407,7 +485,7 @@ class Engine:
         for et in feature["event_types"]:
             got = self.lake.scan_with_files("events", et, first_day, day)
             if got is not None:
-                scans.append(got[0])
+                scans.append(in_bucket(got[0], user, bucket))  # a user bucket builds its own users only
                 files.update({(et, d): paths for d, paths in got[1].items()})
         if extend:
             shared = {k: v for k, v in files.items() if k[1] < day}
@@ -426,21 +504,30 @@ class Engine:
     def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
         return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
 
-    def sequences_days(self, feature_table: str, days: list[date]):
+    def stage_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> dict:
+        return self.lake.stage_partitions("sequences", feature_table, seqs)
+
+    def sequences_days(self, feature_table: str, days: list[date], bucket: tuple[int, int] | None = None,
+                       stage: bool = False):
         """Build and write the feature's partitions of ``days`` in order, yielding ``(day, seqs, info)``
         as each write lands. A day that follows the one built before it extends that day's
         sequences with its own events (see :meth:`_build_sequences`) instead of reading the whole
         window again. A day's write runs on a second thread while the next day is built (both
         spend their time in polars and Parquet code outside the GIL); at most one write is in
-        flight, so memory holds two days at a time."""
+        flight, so memory holds two days at a time.
+
+        ``bucket=(b, n)`` builds only the users of that bucket (``core.buckets``); ``stage`` writes
+        each day's files without committing them and yields what ``Lake.commit_staged`` takes
+        instead of a WriteInfo."""
+        write = self.stage_sequences_day if stage else self.write_sequences_day
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seq-write") as pool:
             pending, built = None, None
             for day in sorted(days):
-                built = self._build_sequences(feature_table, day, built)
+                built = self._build_sequences(feature_table, day, built, bucket=bucket)
                 seqs = built.seqs
                 if pending is not None:
                     yield pending[0], pending[1], pending[2].result()
-                pending = (day, seqs, pool.submit(self.write_sequences_day, feature_table, day, seqs))
+                pending = (day, seqs, pool.submit(write, feature_table, day, seqs))
             if pending is not None:
                 yield pending[0], pending[1], pending[2].result()
 

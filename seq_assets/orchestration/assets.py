@@ -147,61 +147,61 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
         engine = lake.engine()
         selected = [k.path[1] for k in context.selected_asset_keys]
         wanted_checks = {(c.asset_key.path[1], c.name) for c in context.selected_asset_check_keys}
-        rows = {et: 0 for et in selected}
         days = partition_days(context)
-        ctx = LakeContext(engine.lake)
-        src = compiled.sources[source]
-        outcomes: dict[tuple[str, str], list] = {}
-        last: dict[str, pl.DataFrame] = {}
-        for day, _ in engine.index_batch_days(source, days, selected, ctx):
-            raw, _ = engine.raw_day(source, day)
-            for et in selected:
-                written = engine.lake.read("events", et, days=[day])
-                written = written if written is not None else pl.DataFrame(schema=compiled.event_schema(et))
-                rows[et] += written.height
-                last[et] = written
-                outcomes.setdefault((et, "event_id_unique"), []).append(
-                    (day, quality.uniqueness(written, src["event_id_field"])))
-                outcomes.setdefault((et, "complete_vs_raw"), []).append(
-                    (day, quality.completeness(compiled, et, raw, written, engine.lake, day)))
-                outcomes.setdefault((et, "enrichment_coverage"), []).append((day, quality.coverage(compiled, et, written)))
-        for et in selected:
-            outcomes[(et, "schema_matches_definition")] = [
-                (days[-1], quality.table_schema_drift(engine.lake, "events", et, compiled.event_schema(et)))]
-            df = last.get(et, pl.DataFrame())
-            done = outcomes[(et, "complete_vs_raw")][-1][1].metadata
-            cov = outcomes[(et, "enrichment_coverage")][-1][1].metadata
-            yield dg.MaterializeResult(
-                asset_key=key("events", et),
-                metadata=table_metadata(
-                    engine.lake.stats("events", et),
-                    rows=dg.MetadataValue.int(rows[et]),
-                    users=dg.MetadataValue.int(df.get_column(src["user_field"]).n_unique() if df.height else 0),
-                    days=_day_label(days),
-                    completeness=dg.MetadataValue.float(float(done["completeness"])),
-                    late_arrivals=dg.MetadataValue.int(int(done.get("late_arrivals", 0))),
-                    **{k: dg.MetadataValue.float(v) for k, v in cov.items() if k.startswith("coverage_")},
-                    preview=preview_md(df.select(c for c, t in df.schema.items() if not isinstance(t, pl.List))),
-                ),
-                check_results=[_check_result(key("events", et), name, outcomes[(et, name)])
-                               for name in EVENT_CHECKS if (et, name) in wanted_checks],
-            )
+        landed = (day for day, _ in engine.index_batch_days(source, days, selected, LakeContext(engine.lake)))
+        yield from events_results(compiled, engine, source, selected, wanted_checks, days, landed)
 
     return _events
 
 
+def events_results(compiled: Compiled, engine, source: str, selected: list[str], wanted_checks: set, days: list[date],
+                   landed):
+    """The materializations of ``events/`` and their in-body checks, for the days of ``landed`` (an
+    iterable of days, yielded as each day's writes land)."""
+    rows = {et: 0 for et in selected}
+    src = compiled.sources[source]
+    outcomes: dict[tuple[str, str], list] = {}
+    last: dict[str, pl.DataFrame] = {}
+    for day in landed:
+        raw, _ = engine.raw_day(source, day)
+        for et in selected:
+            written = engine.lake.read("events", et, days=[day])
+            written = written if written is not None else pl.DataFrame(schema=compiled.event_schema(et))
+            rows[et] += written.height
+            last[et] = written
+            outcomes.setdefault((et, "event_id_unique"), []).append(
+                (day, quality.uniqueness(written, src["event_id_field"])))
+            outcomes.setdefault((et, "complete_vs_raw"), []).append(
+                (day, quality.completeness(compiled, et, raw, written, engine.lake, day)))
+            outcomes.setdefault((et, "enrichment_coverage"), []).append((day, quality.coverage(compiled, et, written)))
+    for et in selected:
+        outcomes[(et, "schema_matches_definition")] = [
+            (days[-1], quality.table_schema_drift(engine.lake, "events", et, compiled.event_schema(et)))]
+        df = last.get(et, pl.DataFrame())
+        done = outcomes[(et, "complete_vs_raw")][-1][1].metadata
+        cov = outcomes[(et, "enrichment_coverage")][-1][1].metadata
+        yield dg.MaterializeResult(
+            asset_key=key("events", et),
+            metadata=table_metadata(
+                engine.lake.stats("events", et),
+                rows=dg.MetadataValue.int(rows[et]),
+                users=dg.MetadataValue.int(df.get_column(src["user_field"]).n_unique() if df.height else 0),
+                days=_day_label(days),
+                completeness=dg.MetadataValue.float(float(done["completeness"])),
+                late_arrivals=dg.MetadataValue.int(int(done.get("late_arrivals", 0))),
+                **{k: dg.MetadataValue.float(v) for k, v in cov.items() if k.startswith("coverage_")},
+                preview=preview_md(df.select(c for c, t in df.schema.items() if not isinstance(t, pl.List))),
+            ),
+            check_results=[_check_result(key("events", et), name, outcomes[(et, name)])
+                           for name in EVENT_CHECKS if (et, name) in wanted_checks],
+        )
+
+
 def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     f = compiled.features[table]
-    user = compiled.user_field(f)
-    stored = compiled.stored_fields(f)
-
-    checks = [dg.AssetCheckSpec(name, asset=key("sequences", table), blocking=True) for name in SEQUENCE_CHECKS]
+    checks = sequence_checks(compiled, table)
     predecessor = f"{f['name']}_v{f['version'] - 1}"
-    shadow = f"shadow_vs_v{f['version'] - 1}" if predecessor in compiled.features else None
-    if shadow:
-        # A new version is compared with the one it replaces, day by day (informational, not blocking).
-        checks.append(dg.AssetCheckSpec(shadow, asset=key("sequences", table), blocking=False,
-                                        description=f"Shadow comparison against {predecessor}"))
+    shadow = predecessor in compiled.features
 
     @dg.asset(
         key=key("sequences", table),
@@ -220,31 +220,54 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     )
     def _sequences(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         engine = lake.engine()
-        seqs = pl.DataFrame()
         days = partition_days(context)
-        invariants = []
-        for day, seqs, _ in engine.sequences_days(table, days):
-            written = engine.lake.read("sequences", table, days=[day])
-            invariants.append((day, quality.sequence_invariants(f, written, day, user)))
-            context.log.info(f"{table} {day}: {seqs.height} users")
-        drift = [(days[-1], quality.table_schema_drift(engine.lake, "sequences", table, compiled.sequence_schema(f)))]
-        check_results = [_check_result(key("sequences", table), "sequence_invariants", invariants),
-                         _check_result(key("sequences", table), "schema_matches_definition", drift)]
-        if shadow:
-            check_results.append(_shadow_result(engine.lake, compiled, predecessor, table, days, shadow))
-        lengths = seqs.get_column(stored[0]).list.len() if seqs.height else pl.Series([0])
-        return dg.MaterializeResult(metadata=table_metadata(
-            engine.lake.stats("sequences", table),
-            users=dg.MetadataValue.int(seqs.height),
-            events=dg.MetadataValue.int(int(lengths.sum())),
-            mean_length=dg.MetadataValue.float(float(lengths.mean() or 0.0)),
-            max_length=dg.MetadataValue.int(int(lengths.max() or 0)),
-            users_at_cap=dg.MetadataValue.int(int((lengths >= f["max_length"]).sum())),
-            preview=preview_md(seqs.select(user, "date", *stored[:4]).with_columns(
-                pl.col(stored[:4]).list.head(3))) if seqs.height else "empty",
-        ), check_results=check_results)
+        built = ((day, seqs) for day, seqs, _ in engine.sequences_days(table, days))
+        return sequence_result(compiled, engine, table, days, built, context.log)
 
     return _sequences
+
+
+def sequence_checks(compiled: Compiled, table: str) -> list[dg.AssetCheckSpec]:
+    f = compiled.features[table]
+    checks = [dg.AssetCheckSpec(name, asset=key("sequences", table), blocking=True) for name in SEQUENCE_CHECKS]
+    predecessor = f"{f['name']}_v{f['version'] - 1}"
+    if predecessor in compiled.features:
+        # A new version is compared with the one it replaces, day by day (informational, not blocking).
+        checks.append(dg.AssetCheckSpec(f"shadow_vs_v{f['version'] - 1}", asset=key("sequences", table), blocking=False,
+                                        description=f"Shadow comparison against {predecessor}"))
+    return checks
+
+
+def sequence_result(compiled: Compiled, engine, table: str, days: list[date], built, log) -> dg.MaterializeResult:
+    """The materialization of ``sequences/<table>`` and its checks for ``days``; ``built`` yields
+    ``(day, sequences)`` as each day's write lands."""
+    f = compiled.features[table]
+    user = compiled.user_field(f)
+    stored = compiled.stored_fields(f)
+    predecessor = f"{f['name']}_v{f['version'] - 1}"
+    shadow = f"shadow_vs_v{f['version'] - 1}" if predecessor in compiled.features else None
+    seqs = pl.DataFrame()
+    invariants = []
+    for day, seqs in built:
+        written = engine.lake.read("sequences", table, days=[day])
+        invariants.append((day, quality.sequence_invariants(f, written, day, user)))
+        log.info(f"{table} {day}: {seqs.height} users")
+    drift = [(days[-1], quality.table_schema_drift(engine.lake, "sequences", table, compiled.sequence_schema(f)))]
+    check_results = [_check_result(key("sequences", table), "sequence_invariants", invariants),
+                     _check_result(key("sequences", table), "schema_matches_definition", drift)]
+    if shadow:
+        check_results.append(_shadow_result(engine.lake, compiled, predecessor, table, days, shadow))
+    lengths = seqs.get_column(stored[0]).list.len() if seqs.height else pl.Series([0])
+    return dg.MaterializeResult(asset_key=key("sequences", table), metadata=table_metadata(
+        engine.lake.stats("sequences", table),
+        users=dg.MetadataValue.int(seqs.height),
+        events=dg.MetadataValue.int(int(lengths.sum())),
+        mean_length=dg.MetadataValue.float(float(lengths.mean() or 0.0)),
+        max_length=dg.MetadataValue.int(int(lengths.max() or 0)),
+        users_at_cap=dg.MetadataValue.int(int((lengths >= f["max_length"]).sum())),
+        preview=preview_md(seqs.select(user, "date", *stored[:4]).with_columns(
+            pl.col(stored[:4]).list.head(3))) if seqs.height else "empty",
+    ), check_results=check_results)
 
 
 def _shadow_result(lake, compiled: Compiled, baseline: str, candidate: str, days: list[date],
@@ -268,7 +291,11 @@ def _shadow_result(lake, compiled: Compiled, baseline: str, candidate: str, days
     )
 
 
-def build_assets(compiled: Compiled) -> list[dg.AssetsDefinition]:
+def build_assets(compiled: Compiled, buckets: int = 1) -> list[dg.AssetsDefinition]:
+    """Every asset of the definitions. ``buckets`` > 1 builds each ``events/`` and ``sequences/``
+    asset as that many user-bucket steps and a commit step (``orchestration.buckets``)."""
+    from seq_assets.orchestration import buckets as bucketed
+
     out: list[dg.AssetsDefinition] = []
     for source in compiled.sources:
         out.append(raw_assets(compiled, source))
@@ -277,7 +304,7 @@ def build_assets(compiled: Compiled) -> list[dg.AssetsDefinition]:
             out.append(enrichment_asset(compiled, name))
     for source in compiled.sources:
         if compiled.event_types_of(source):
-            out.append(events_assets(compiled, source))
+            out.append(events_assets(compiled, source) if buckets == 1 else bucketed.events_assets(compiled, source, buckets))
     for table in compiled.features:
-        out.append(sequence_asset(compiled, table))
+        out.append(sequence_asset(compiled, table) if buckets == 1 else bucketed.sequence_asset(compiled, table, buckets))
     return out

@@ -1,0 +1,102 @@
+"""The fast decode path (polars' native NDJSON reader) gives exactly what ``str.json_decode`` over
+the batch gives, record for record, and a run walking days reads each landing file once with the
+same raw/ and dead_letter/ as a fresh engine per day."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import polars as pl
+import pytest
+
+from seq_assets.core import decode
+from seq_assets.core.engine import Engine
+from seq_assets.devtools.demo_data import DemoSpec, generate_event_lines
+from seq_assets.storage.lake import Lake
+from seq_assets.storage.landing import Landing
+
+T = int(datetime(2026, 3, 1, 8, tzinfo=timezone.utc).timestamp() * 1000)
+SOURCE = "user_engagements"
+
+
+def good(event_id: str, **extra) -> dict:
+    return {"event_id": event_id, "user_id": 7, "action": "click", "item_id": 3, "ts": T, "surface": "search",
+            "device": "web", "country": "DE", "dwell_ms": 1200, "is_bot": False, **extra}
+
+
+@pytest.fixture
+def source(compiled) -> dict:
+    return compiled.sources[SOURCE]
+
+
+def split_path(source: dict, values: pl.Series) -> tuple[pl.DataFrame, pl.Series]:
+    """What the decoder did before the native reader: ``str.json_decode`` over the batch, split on refusal."""
+    trimmed = values.str.strip_chars()
+    is_object = (trimmed.str.starts_with("{") & trimmed.str.ends_with("}")).fill_null(False)
+    cleaned = values.to_frame("v").select(pl.when(is_object).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series()
+    return decode._split_json(cleaned, is_object, pl.Struct({f: pl.String for f in source["schema"]}))
+
+
+def assert_same_as_split_path(source: dict, lines: list[str]) -> pl.Series:
+    values = pl.Series("value", lines, dtype=pl.String)
+    fields, ok = decode._bulk_json(values, pl.Struct({f: pl.String for f in source["schema"]}))
+    want_fields, want_ok = split_path(source, values)
+    assert ok.to_list() == want_ok.to_list()
+    assert fields.rows() == want_fields.rows()
+    return ok
+
+
+def test_records_the_reader_would_read_differently_take_the_split_path(source):
+    nested_object = json.dumps(good("n1", surface={"a": [1, 2]}))  # json_decode refuses a nested text field
+    nested_array = json.dumps(good("n2", device=["web"]))
+    text_like_nested = json.dumps(good("t1", surface="[beta] {home}"))  # plain text that only looks nested
+    pretty = json.dumps(good("p1"), indent=2)  # one record over several lines: valid JSON
+    raw_newline = json.dumps(good("r1")).replace('"search"', '"sea\nrch"')  # a raw newline inside a string
+    crlf = json.dumps(good("c1")) + "\r"
+    lines = [json.dumps(good("g1")), nested_object, nested_array, text_like_nested, pretty, raw_newline, crlf,
+             '{"event_id": "x", "user_id": 7,}', "not json", "", json.dumps(good("g2", user_id="7", ts=str(T)))]
+    ok = assert_same_as_split_path(source, lines)
+    assert ok.to_list() == [True, False, False, True, True, False, True, False, False, False, True]
+    decoded = decode.decode_records(source, pl.Series("value", lines, dtype=pl.String))
+    assert decoded.valid["event_id"].to_list() == ["g1", "t1", "p1", "c1", "g2"]
+    reasons = dict(zip(decoded.dead["value"], decoded.dead["reason"]))
+    assert reasons[nested_object].startswith("unparseable JSON") and reasons[raw_newline].startswith("unparseable JSON")
+
+
+def test_a_demo_batch_with_every_fault_decodes_as_before(source):
+    lines = generate_event_lines(DemoSpec(users=300, days=2, events=20_000, seed=3, end_date=date(2026, 3, 2)))
+    ok = assert_same_as_split_path(source, lines["value"].to_list())
+    assert 0 < (~ok).sum() < 100  # the cut records, and nothing else, fail to parse
+
+
+def _landing(root, days_lines: dict[date, list[str]]) -> None:
+    for arrival, lines in days_lines.items():
+        folder = root / SOURCE / f"arrival_date={arrival.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "part-00000.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_a_walk_over_days_reads_each_file_once_with_the_same_tables(compiled, tmp_path, monkeypatch):
+    demo = generate_event_lines(DemoSpec(users=200, days=4, events=8_000, seed=5, end_date=date(2026, 3, 4)))
+    by_arrival = {d: part["value"].to_list() for (d,), part in demo.partition_by("arrival_date", as_dict=True).items()}
+    _landing(tmp_path / "landing", by_arrival)
+    days = [date(2026, 3, 1) + timedelta(days=i) for i in range(4)]
+    landing = Landing(str(tmp_path / "landing"))
+    reads: list[str] = []
+    read_batch_file = landing.read_batch_file
+    monkeypatch.setattr(landing, "read_batch_file", lambda path, fmt: reads.append(path) or read_batch_file(path, fmt))
+
+    walked = Lake(str(tmp_path / "walked"))
+    engine = Engine(compiled, walked, landing)
+    for day in days:
+        engine.write_raw_batch_day(SOURCE, day)
+    assert reads and len(reads) == len(set(reads))  # each file read once over the walk
+
+    fresh = Lake(str(tmp_path / "fresh"))
+    for day in days:
+        Engine(compiled, fresh, landing).write_raw_batch_day(SOURCE, day)
+    engine.write_raw_batch_day(SOURCE, days[1])  # a step back re-reads its files, and replaces the day alike
+    for kind in ("raw", "dead_letter"):
+        got, want = (lake.read(kind, SOURCE).drop("ingested_at").sort("record_id") for lake in (walked, fresh))
+        assert got.height > 0 and got.equals(want), kind
