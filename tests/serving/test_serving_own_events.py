@@ -183,3 +183,60 @@ def test_http_bad_ids_and_features_name_the_problem(http, method, path, body, st
     assert r.status_code == status, r.text
     for w in words:
         assert w in r.json()["error"], r.json()["error"]
+
+
+# ---- shards and shared snapshots -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shards(own, tmp_path_factory):
+    """Shard 0/2 mapping its snapshots from a shared folder, as a worker of --workers K does, and 1/2."""
+    from seq_assets.serving.shards import Shard
+
+    shm = tmp_path_factory.mktemp("shm")
+    return [SequenceService(own.compiled, own.lake, shard=Shard(0, 2), shared_dir=str(shm)),
+            SequenceService(own.compiled, own.lake, shard=Shard(1, 2))], shm
+
+
+@pytest.mark.parametrize("table", [*RATINGS, "plays_v1"])
+def test_two_shards_serve_string_and_int64_ids_as_one_service(svc, shards, table):
+    from seq_assets.core.buckets import user_bucket_of
+    from seq_assets.serving.service import Misdirected
+
+    services, _ = shards
+    users = USERS + [QUIET] if table in RATINGS else [1, 42, 2**40, 7]
+    assert {user_bucket_of(u, 2) for u in users} == {0, 1}
+    for s in services:  # each holds only its users, snapshot and fresh events
+        store = s.stores[table]
+        assert all(user_bucket_of(u, 2) == s.shard.index for u in store.snapshot.user_ids.tolist())
+        if store.fresh.frame is not None:
+            assert all(user_bucket_of(u, 2) == s.shard.index for u in store.fresh.frame.get_column(store.user))
+    assert sum(s.stores[table].snapshot.users for s in services) == svc.stores[table].snapshot.users
+    for end in ENDS:
+        for user in users:
+            owner, other = services[user_bucket_of(user, 2)], services[1 - user_bucket_of(user, 2)]
+            assert owner.get(table, user, as_of=str(end)) == svc.get(table, user, as_of=str(end))
+            arrays = {"as_of": str(end), "fmt": "arrays", "n": 3}
+            got, want = owner.get(table, user, **arrays), svc.get(table, user, **arrays)
+            assert {k: np.asarray(v).tolist() for k, v in got.items()} == {k: np.asarray(v).tolist() for k, v in want.items()}
+            with pytest.raises(Misdirected) as e:
+                other.get(table, user)
+            assert e.value.status == 421 and e.value.body()["shard"] == user_bucket_of(user, 2)
+
+
+def test_a_mapped_snapshot_is_the_loaded_one_without_a_copy(svc, shards):
+    services, shm = shards
+    mapped = services[0].stores["liked_v1"].snapshot
+    assert mapped.vocabs  # string columns as codes into a vocabulary
+    folders = sorted(p.name for p in shm.iterdir() if p.is_dir())
+    assert len(folders) == len(services[0].stores) and all(".0of2." in f for f in folders)
+    for c, arr in mapped.events.cols.items():
+        if c not in mapped.vocabs:
+            assert not arr.flags.owndata and not arr.flags.writeable, c  # a view of the mapping
+    whole = svc.stores["liked_v1"].snapshot
+    mine = [i for i, u in enumerate(whole.user_ids.tolist()) if u in set(mapped.user_ids.tolist())]
+    assert mapped.user_ids.tolist() == [whole.user_ids[i] for i in mine]
+    for u in mapped.user_ids.tolist():
+        a, b = mapped.slice(u), whole.slice(u)
+        assert {k: v.tolist() for k, v in a.cols.items()} == {k: v.tolist() for k, v in b.cols.items()}
+        assert {k: v.tolist() for k, v in a.valid.items()} == {k: v.tolist() for k, v in b.valid.items()}

@@ -69,7 +69,7 @@ def _get(url: str) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def users(servers, tmp_path_factory) -> dict[str, list]:
+def users(tmp_path_factory) -> dict[str, list]:
     lake = Lake(str(shared_lake(tmp_path_factory).lake))
     compiled = load_compiled()
     return {f: read_sequences(f, CLOSED, lake=lake, compiled=compiled).get_column("user_id").sort().to_list()
@@ -149,3 +149,25 @@ def test_bad_shard_arguments_are_refused(tmp_path_factory, tmp_path):
         finally:
             stop_process(p)
         assert words in log.read_text(), (args, log.read_text())
+
+
+def test_a_shards_tail_indexes_only_its_users(tmp_path_factory, users):
+    from seq_assets.serving.service import SequenceService
+    from seq_assets.serving.shards import Shard
+    from seq_assets.serving.tail import KafkaTail
+    from tests.support.serving_helpers import SOURCE, event, now_ms, records_frame
+
+    lake = Lake(str(shared_lake(tmp_path_factory).lake))
+    ids = users["engagements_v1"]
+    mine = next(u for u in ids if user_bucket_of(u, 2) == 0)
+    theirs = next(u for u in ids if user_bucket_of(u, 2) == 1)
+    service = SequenceService(load_compiled(), lake, shard=Shard(0, 2))
+    tail = KafkaTail(service, "127.0.0.1:9")  # never started: the test hands it records
+    t = now_ms()
+    added = tail.ingest(SOURCE, records_frame([event("s-mine", mine, "click", 5, t - 2000),
+                                               event("s-theirs", theirs, "click", 5, t - 1000)]))
+    assert added == 1
+    fresh = service.stores["engagements_v1"].fresh.frame
+    assert fresh.get_column("user_id").to_list() == [mine]
+    assert service.get("engagements_v1", mine, fields="event_id", n=1)["events"] == [{"event_id": "s-mine"}]
+    assert tail.newest_ts[SOURCE] >= t - 1000  # every user's records still count for freshness
