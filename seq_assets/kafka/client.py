@@ -14,21 +14,31 @@ import time
 from typing import Iterable
 
 
-def _split(bootstrap: str) -> tuple[str, int]:
-    first = bootstrap.split(",")[0].strip()
-    if "://" in first:
-        first = first.split("://", 1)[1]
-    host, _, port = first.rpartition(":")
-    return (host.strip("[]") or "127.0.0.1"), int(port)
+def _addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port`` of each comma-separated bootstrap address (a ``scheme://`` prefix allowed)."""
+    out = []
+    for item in bootstrap.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "://" in item:
+            item = item.split("://", 1)[1]
+        host, _, port = item.rpartition(":")
+        out.append(((host.strip("[]") or "127.0.0.1"), int(port)))
+    return out
 
 
 def kafka_answers(bootstrap: str, timeout: float = 1.0) -> bool:
-    """True when a Kafka broker answers an ApiVersions (v0) request at the first bootstrap address.
+    """True when a Kafka broker answers an ApiVersions (v0) request at one of the bootstrap
+    addresses (a cluster is up while one of its brokers is), tried in order.
 
-    One TCP round trip, no client threads: cheap enough to poll while a broker starts, and it does
-    not mistake some other TCP server on the port for Kafka.
+    One TCP round trip per address tried, no client threads: cheap enough to poll while a broker
+    starts, and it does not mistake some other TCP server on the port for Kafka.
     """
-    host, port = _split(bootstrap)
+    return any(_broker_answers(host, port, timeout) for host, port in _addresses(bootstrap))
+
+
+def _broker_answers(host: str, port: int, timeout: float) -> bool:
     client_id = b"seqctl-probe"
     correlation_id = 0x5EC0
     # RequestHeader v1: api_key=18 (ApiVersions), api_version=0, correlation_id, client_id; no body.
