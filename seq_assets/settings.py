@@ -22,6 +22,7 @@ from signal_defs.model import Registry
 
 DEFAULT_SENSOR_INTERVAL_S = 5  # Dagster's sensor loop does not tick faster than this
 DEFAULT_STREAM_MAX_BATCH = 200_000  # records per micro-batch run (bigger runs amortize the Delta commits)
+DEFAULT_STREAM_PARTITION_GROUPS = 1  # micro-batch runs side by side per topic (1: one run covers every partition)
 DEFAULT_VACUUM_RETENTION_HOURS = 168  # 7 days, Delta's own default
 
 
@@ -102,6 +103,22 @@ def sensor_interval() -> int:
 def stream_max_batch() -> int:
     """Most records one micro-batch run reads: ``SEQ_STREAM_MAX_BATCH``."""
     return int(os.environ.get("SEQ_STREAM_MAX_BATCH", DEFAULT_STREAM_MAX_BATCH))
+
+
+def stream_partition_groups() -> int:
+    """How many groups a topic's partitions are split into, each read by micro-batch runs of its own
+    (partition p in group p % groups), side by side: ``SEQ_STREAM_PARTITION_GROUPS``, default 1. The
+    topic's partition count or more gives one run per partition."""
+    text = os.environ.get("SEQ_STREAM_PARTITION_GROUPS", "").strip()
+    if not text:
+        return DEFAULT_STREAM_PARTITION_GROUPS
+    try:
+        groups = int(text)
+    except ValueError:
+        raise ValueError(f"SEQ_STREAM_PARTITION_GROUPS must be a whole number of groups, got {text!r}") from None
+    if groups < 1:
+        raise ValueError(f"SEQ_STREAM_PARTITION_GROUPS must be 1 or more, got {groups}")
+    return groups
 
 
 def vacuum_retention_hours() -> int:

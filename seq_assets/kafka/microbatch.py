@@ -33,10 +33,15 @@ class OffsetRange:
         return max(0, self.end - self.start)
 
 
-def ranges_key(source: str, ranges: list[OffsetRange]) -> str:
-    """A deterministic name for a micro-batch: the sensor's run_key and the batch id in the lake."""
+def ranges_key(source: str, ranges: list[OffsetRange], epoch: str | None = None) -> str:
+    """A deterministic name for a micro-batch: the sensor's run_key and the batch id in the lake.
+
+    ``epoch`` names the incarnation of the topic the offsets belong to (its topic id, or the epoch the
+    sensor counts when the broker gives none): a recreated topic (an in-memory broker restarted)
+    numbers its records from 0 again, and its batches must not take the names of the old ones, or
+    Dagster would skip them as runs it already had."""
     parts = ",".join(f"{r.partition}:{r.start}-{r.end}" for r in sorted(ranges, key=lambda r: r.partition))
-    return f"{source}@{parts}"
+    return f"{source}@{epoch}/{parts}" if epoch else f"{source}@{parts}"
 
 
 def iter_range(bootstrap: str, topic: str, ranges: list[OffsetRange], timeout_s: float = 30.0,
@@ -172,6 +177,9 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
     eid = src["event_id_field"]
     valid = first_per_key(decoded.valid, eid)
     dead = decoded.dead
+    for kind, frame in (("dead_letter", dead), ("raw", valid)):
+        if frame.height:
+            create_if_missing(lake, kind, source, frame)
     with ThreadPoolExecutor(max_workers=4) as pool:
         dead_write = pool.submit(lake.insert_unseen, "dead_letter", source, dead, key="record_id") if dead.height else None
         if dead.height:
@@ -188,6 +196,9 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
             res.days["raw/" + source] = sorted(valid.get_column("date").unique().to_list())
 
         result = engine.index(source, valid, LakeContext(lake), ingested_at=now)
+        for et, events in result.events.items():
+            if events.height:
+                create_if_missing(lake, "events", et, events)
         writes = {et: pool.submit(lake.insert_unseen, "events", et, events, key=eid)
                   for et, events in result.events.items()}
         for et, events in result.events.items():
@@ -198,6 +209,29 @@ def index_decoded(engine: Engine, source: str, decoded: Decoded, records: int, b
             res.dead_letters = dead_write.result().inserted or 0
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def create_if_missing(lake, kind: str, name: str, frame: pl.DataFrame) -> None:
+    """Create ``kind/name`` empty, with ``frame``'s columns, when there is no such table yet.
+
+    Runs of several partition groups write the same tables at once. Into a table that does not
+    exist, ``Lake.insert_unseen`` appends, and an append that loses the race to create the table is
+    committed after the winner's: a key both batches carry (one event delivered to two partitions)
+    would be stored twice. Into a table that exists, it merges, and Delta finds and retries the
+    conflicting merges. Losing the race to create an empty table loses nothing.
+    """
+    if lake.exists(kind, name):
+        return
+    from deltalake import write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    empty = frame.head(0)
+    views = {c: pl.String for c, t in empty.schema.items() if t == pl.Categorical or isinstance(t, pl.Enum)}
+    try:
+        write_deltalake(lake.uri(kind, name), empty.cast(views).to_arrow(compat_level=pl.CompatLevel.oldest()),
+                        mode="append", partition_by=["date"], storage_options=lake.storage_options)
+    except CommitFailedError:  # another run created it first
+        pass
 
 
 def _not_in_raw(lake, source: str, eid: str, rows: pl.DataFrame) -> pl.DataFrame:
@@ -239,9 +273,10 @@ def late_arrivals(engine: Engine, source: str | None = None) -> pl.DataFrame:
 
 
 def run_micro_batch(engine: Engine, source: str, bootstrap: str, ranges: list[OffsetRange],
-                    timeout_s: float = 60.0) -> MicroBatchResult:
+                    timeout_s: float = 60.0, epoch: str | None = None) -> MicroBatchResult:
     """Read the ranges and index them. Chunks are decoded on a second thread while the next chunk is
-    fetched (the Kafka client holds the GIL, polars mostly does not), then written in one pass."""
+    fetched (the Kafka client holds the GIL, polars mostly does not), then written in one pass.
+    ``epoch``: the topic's incarnation, part of the batch id (see :func:`ranges_key`)."""
     t0 = time.perf_counter()
     src = engine.compiled.sources[source]
     now = datetime.now(timezone.utc)
@@ -255,6 +290,6 @@ def run_micro_batch(engine: Engine, source: str, bootstrap: str, ranges: list[Of
         decoded = Decoded(valid=pl.concat([p.valid for p in parts]), dead=pl.concat([p.dead for p in parts]))
     else:
         decoded = engine.decode(source, pl.Series("value", [], dtype=pl.String))
-    res = index_decoded(engine, source, decoded, records, ranges_key(source, ranges), now)
+    res = index_decoded(engine, source, decoded, records, ranges_key(source, ranges, epoch), now)
     res.seconds = time.perf_counter() - t0
     return res

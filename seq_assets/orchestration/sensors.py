@@ -1,10 +1,13 @@
 """Stream sensors: one per source. Each tick reads the topic's end offsets and asks for a micro-batch
 run over an exact offset range; the run indexes it with the shared engine (seq_assets.kafka.microbatch).
 
-The cursor is ``{"offsets": {partition: next offset to request}}``. A run's ``run_key`` is its
-offset ranges, so a tick evaluated twice never asks for the same records twice. The broker being
-down skips the tick; a broker that restarted empty (cursor ahead of its end) is followed from its
-beginning, and inserting only unseen keys makes any replay harmless.
+The cursor is ``{"offsets": {partition: next offset to request}, "topic_id": ..., "epoch": n}``. A
+run's ``run_key`` is the topic's incarnation (``topic_epoch``) and its offset ranges, so a tick
+evaluated twice never asks for the same records twice, and a recreated topic's batches are never
+taken for the old ones. Partitions are read in ``SEQ_STREAM_PARTITION_GROUPS`` groups, each by runs
+of its own that commit side by side (``plan_ranges``). The broker being down skips the tick; a
+broker that restarted empty (cursor ahead of its end) is followed from its beginning, and inserting
+only unseen keys makes any replay harmless.
 """
 
 import json
@@ -71,9 +74,26 @@ def parse_ranges(specs: list[str]) -> list[OffsetRange]:
     return out
 
 
+def partition_groups(partitions, groups: int) -> list[list[int]]:
+    """The topic's partitions in ``groups`` groups (partition p in group p % groups), each read by
+    runs of its own; empty groups left out. A partition added to the topic joins a group without
+    moving the others."""
+    out: dict[int, list[int]] = {}
+    for p in sorted(partitions):
+        out.setdefault(p % max(1, groups), []).append(p)
+    return [out[g] for g in sorted(out)]
+
+
 def plan_ranges(cursor: dict[str, int], ends: dict[int, int], max_batch: int,
-                max_runs: int = MAX_RUNS_PER_TICK) -> tuple[list[list[OffsetRange]], dict[str, int], list[str]]:
-    """Split the new offsets into at most ``max_runs`` bounded batches; returns (batches, new cursor, notes)."""
+                max_runs: int = MAX_RUNS_PER_TICK,
+                groups: int = 1) -> tuple[list[list[OffsetRange]], dict[str, int], list[str]]:
+    """Split the new offsets into bounded batches, at most ``max_runs`` per partition group (see
+    :func:`partition_groups`), each batch within one group; returns (batches, new cursor, notes).
+
+    The cursor is one next offset per partition, so the groups move on independently, and batches of
+    different groups cover different partitions: they can run and commit at the same time. Batches
+    come group by group in turn (the first run of every group, then the second ones...).
+    """
     notes = []
     pos = {}
     for p, end in ends.items():
@@ -83,16 +103,53 @@ def plan_ranges(cursor: dict[str, int], ends: dict[int, int], max_batch: int,
                          f"following it from 0")
             start = 0
         pos[p] = start
-    per_part = max(1, max_batch // max(1, len(ends)))
-    batches = []
-    for _ in range(max_runs):
-        batch = [OffsetRange(p, pos[p], min(ends[p], pos[p] + per_part)) for p in sorted(ends) if pos[p] < ends[p]]
-        if not batch:
-            break
-        batches.append(batch)
-        for r in batch:
-            pos[r.partition] = r.end
+    per_group: list[list[list[OffsetRange]]] = []
+    for members in partition_groups(ends, groups):
+        per_part = max(1, max_batch // len(members))
+        mine = []
+        for _ in range(max_runs):
+            batch = [OffsetRange(p, pos[p], min(ends[p], pos[p] + per_part)) for p in members if pos[p] < ends[p]]
+            if not batch:
+                break
+            mine.append(batch)
+            for r in batch:
+                pos[r.partition] = r.end
+        per_group.append(mine)
+    batches = [g[i] for i in range(max((len(g) for g in per_group), default=0)) for g in per_group if i < len(g)]
     return batches, {str(p): v for p, v in pos.items()}, notes
+
+
+def topic_epoch(state: dict, topic_id: str | None, ends: dict[int, int]) -> tuple[str, dict, int, list[str]]:
+    """(the incarnation of the topic, the offsets to plan from, the epoch count to keep, notes) from
+    the sensor's cursor ``state`` and what the broker says now.
+
+    The incarnation goes into every run key and batch id (``ranges_key``), so that a recreated topic
+    (an in-memory broker restarted: offsets from 0 again) never has its batches taken for the old
+    ones. It is the topic id (Metadata v10+: Apache Kafka 2.8 and later, Tansu) when the broker gives
+    one: a new id means a new topic, read from its start. Without ids it is ``e<N>``: N is kept in
+    the cursor and raised when an end offset goes back below the cursor (which Kafka never does to a
+    topic it keeps), and the topic is read from its start; a recreated topic that got past the old
+    cursor before a tick cannot be seen then. An end below the cursor under the same id (a truncated
+    log) raises N too (``<id>.e<N>``); ``plan_ranges`` follows such partitions from 0.
+    """
+    offsets, notes = dict(state.get("offsets", {})), []
+    epoch = int(state.get("epoch", 0))
+    old_id = state.get("topic_id")
+    behind = sorted(p for p, end in ends.items() if int(offsets.get(str(p), 0)) > end)
+    if topic_id and old_id != topic_id:
+        if old_id:
+            notes.append(f"the topic was recreated (id {old_id} -> {topic_id}); reading it from the start")
+            offsets = {}
+        epoch = 0
+    elif behind:
+        epoch += 1
+        notes.append(f"end offsets of partitions {behind} went back below the cursor: "
+                     f"a new incarnation of the log (epoch {epoch})")
+        if not topic_id:
+            offsets = {}
+    if topic_id:
+        return (f"{topic_id}.e{epoch}" if epoch else topic_id), offsets, epoch, notes
+    return f"e{epoch}", offsets, epoch, notes
 
 
 def _valid_partition(d: date) -> bool:
@@ -105,10 +162,12 @@ def stream_defs(compiled: Compiled, source: str) -> tuple[dg.JobDefinition, dg.S
 
     class MicroBatchConfig(dg.Config):
         ranges: list[str]  # "partition:start-end", end exclusive
+        epoch: str = ""  # the topic's incarnation the offsets belong to (topic_epoch)
 
     @dg.op(name=f"index_{source}", description=f"Index an exact offset range of topic {topic!r}.", out={})
     def index_op(context: dg.OpExecutionContext, config: MicroBatchConfig, lake: LakeResource, kafka: KafkaResource):
-        res = run_micro_batch(lake.engine(), source, kafka.bootstrap(), parse_ranges(config.ranges))
+        res = run_micro_batch(lake.engine(), source, kafka.bootstrap(), parse_ranges(config.ranges),
+                              epoch=config.epoch or None)
         context.log.info(f"{res.batch_id}: {res.records} records, {res.raw_inserted} new raw, "
                          f"{res.dead_letters} dead letters, events {res.events_inserted}, late {res.late_by_day}, "
                          f"{res.seconds:.2f}s")
@@ -134,6 +193,7 @@ def stream_defs(compiled: Compiled, source: str) -> tuple[dg.JobDefinition, dg.S
         index_op()
 
     interval, max_batch = settings.sensor_interval(), settings.stream_max_batch()
+    groups = settings.stream_partition_groups()
 
     # The daemon wakes every 5 s and skips a sensor whose last tick is younger than its minimum
     # interval; one second of slack makes the effective interval the configured one, not twice it.
@@ -142,20 +202,16 @@ def stream_defs(compiled: Compiled, source: str) -> tuple[dg.JobDefinition, dg.S
                description=f"Watches topic {topic!r} and asks for a micro-batch per new offset range.")
     def kafka_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
         state = json.loads(context.cursor) if context.cursor else {}
-        offsets = state.get("offsets", {})
         try:
             ends, topic_id = kafka.topic_state(topic)
         except (ConnectionError, LookupError) as e:
             return dg.SkipReason(f"skipped: {e}")
         except Exception as e:  # noqa: BLE001 - any client failure is a skipped tick, retried next tick
             return dg.SkipReason(f"skipped: Kafka error {type(e).__name__}: {e}")
-        if topic_id and state.get("topic_id") and state["topic_id"] != topic_id:
-            context.log.warning(f"topic {topic!r} was recreated (id {state['topic_id']} -> {topic_id}); "
-                                "reading it from the start")
-            offsets = {}
-        batches, new_offsets, notes = plan_ranges(offsets, ends, max_batch)
-        for n in notes:
-            context.log.warning(n)
+        epoch, offsets, epoch_count, epoch_notes = topic_epoch(state, topic_id, ends)
+        batches, new_offsets, notes = plan_ranges(offsets, ends, max_batch, groups=groups)
+        for n in epoch_notes + notes:
+            context.log.warning(f"topic {topic!r}: {n}")
         lag = {str(p): ends[p] - int(offsets.get(str(p), 0)) for p in ends}
         observation = dg.AssetObservation(
             asset_key=["raw", source],
@@ -165,15 +221,17 @@ def stream_defs(compiled: Compiled, source: str) -> tuple[dg.JobDefinition, dg.S
         )
         runs = [
             dg.RunRequest(
-                run_key=ranges_key(source, b),
-                run_config={"ops": {f"index_{source}": {"config": {"ranges": [f"{r.partition}:{r.start}-{r.end}" for r in b]}}}},
-                tags={"seq/source": source, "seq/records": str(sum(r.count for r in b))},
+                run_key=ranges_key(source, b, epoch),
+                run_config={"ops": {f"index_{source}": {"config": {
+                    "ranges": [f"{r.partition}:{r.start}-{r.end}" for r in b], "epoch": epoch}}}},
+                tags={"seq/source": source, "seq/records": str(sum(r.count for r in b)),
+                      "seq/partitions": ",".join(str(r.partition) for r in b)},
             )
             for b in batches
         ]
         return dg.SensorResult(
             run_requests=runs,
-            cursor=json.dumps({"offsets": new_offsets, "topic_id": topic_id}),
+            cursor=json.dumps({"offsets": new_offsets, "topic_id": topic_id, "epoch": epoch_count}),
             asset_events=[observation],
             skip_reason=None if runs else "no new records",
         )

@@ -163,7 +163,8 @@ def test_sensor_asks_for_one_run_over_exactly_the_produced_offsets(e2e):
     spans = sorted(f"{p}:{start[p]}-{end[p]}" for p in end if end[p] > start[p])
     rr = t1.run_requests[0]
     assert sorted(rr.run_config["ops"]["index_user_engagements"]["config"]["ranges"]) == spans
-    assert rr.run_key == f"{SOURCE}@" + ",".join(spans)
+    # the run key: the topic's incarnation (its id) and the ranges
+    assert rr.run_key == f"{SOURCE}@{json.loads(t1.cursor)['topic_id']}/" + ",".join(spans)
     assert rr.tags["seq/records"] == str(len(e2e.deliveries))
     assert json.loads(t1.cursor)["offsets"] == {str(p): end[p] for p in sorted(end)}
     obs = t1.asset_events[0]

@@ -8,8 +8,10 @@ and shares no code with ``seq_assets``: the expected rows are recomputed here in
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -260,6 +262,70 @@ def drain(job, sensor, instance, kafka, cursor: str | None, max_ticks: int = 10)
     raise AssertionError(f"still asking for runs after {max_ticks} ticks")
 
 
+@contextmanager
+def commits_at_once(n: int, kind: str = "raw", timeout: float = 60.0):
+    """While open, ``n`` micro-batch runs (threads) write a ``kind`` table at the same time: each
+    thread's first creation check of one (``microbatch.create_if_missing``, where an empty lake's
+    tables are made) and its first ``Lake.insert_unseen`` into one wait until all ``n`` are there."""
+    from seq_assets.kafka import microbatch
+    from seq_assets.storage.lake import Lake
+
+    barriers = {"create": threading.Barrier(n), "insert": threading.Barrier(n)}
+    seen = threading.local()
+    create, insert = microbatch.create_if_missing, Lake.insert_unseen
+
+    def together(step: str) -> None:
+        if not getattr(seen, step, False):
+            setattr(seen, step, True)
+            barriers[step].wait(timeout=timeout)
+
+    def create_if_missing(lake, k, name, frame):
+        if k == kind:
+            together("create")
+        return create(lake, k, name, frame)
+
+    def insert_unseen(self, k, name, df, key):
+        if k == kind:
+            together("insert")
+        return insert(self, k, name, df, key)
+
+    microbatch.create_if_missing, Lake.insert_unseen = create_if_missing, insert_unseen
+    try:
+        yield barriers
+    finally:
+        microbatch.create_if_missing, Lake.insert_unseen = create, insert
+
+
+def run_at_once(source: str, bootstrap: str, run_requests, kind: str = "raw") -> list:
+    """The micro-batches of ``run_requests`` (a sensor's), each on a thread of its own as its own run
+    would do (its own engine and lake), their first writes into ``kind`` committed at the same time
+    (:func:`commits_at_once`). Returns their MicroBatchResults in order; raises the first error."""
+    from seq_assets.kafka.microbatch import run_micro_batch
+    from seq_assets.orchestration.resources import LakeResource
+    from seq_assets.orchestration.sensors import parse_ranges
+
+    results: list = [None] * len(run_requests)
+    errors: list = []
+
+    def run(i, rr):
+        cfg = rr.run_config["ops"][f"index_{source}"]["config"]
+        try:
+            results[i] = run_micro_batch(LakeResource().engine(), source, bootstrap, parse_ranges(cfg["ranges"]),
+                                         epoch=cfg.get("epoch") or None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test below
+            errors.append(e)
+
+    with commits_at_once(len(run_requests), kind):
+        threads = [threading.Thread(target=run, args=(i, rr)) for i, rr in enumerate(run_requests)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def materializations(result) -> list:
     """AssetMaterialization objects of an ExecuteInProcessResult."""
     return [e.materialization for e in result.get_asset_materialization_events()]
@@ -295,6 +361,20 @@ def kbroker():
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="module")
+def kcluster(s3_server):
+    """Two Tansu brokers sharing one ``s3://`` storage on the moto server, with the source's topic;
+    ``kcluster.bootstrap`` lists both."""
+    from seq_assets.devtools.broker import BrokerCluster, s3_broker_env
+    from seq_assets.kafka.client import ensure_source_topics
+    from seq_assets.settings import load_compiled
+
+    bucket = s3_server.new_bucket("tansu")
+    with BrokerCluster(2, f"s3://{bucket}/", env=s3_broker_env(s3_server.storage_options())) as cluster:
+        ensure_source_topics(cluster.bootstrap, load_compiled())
+        yield cluster
 
 
 @pytest.fixture(scope="module")
