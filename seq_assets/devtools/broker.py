@@ -101,7 +101,7 @@ class EmbeddedBroker:
                 "--storage-engine", self.storage, "--cluster-id", self.cluster_id]
 
     # -- lifecycle --
-    def start(self, timeout: float = 30) -> "EmbeddedBroker":
+    def start(self, timeout: float = 30) -> EmbeddedBroker:
         if self.is_running():
             return self
         if kafka_answers(self.bootstrap, timeout=0.5):
@@ -165,7 +165,7 @@ class EmbeddedBroker:
         except (OSError, TypeError):
             return "(no log)"
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

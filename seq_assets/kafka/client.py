@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def _addresses(bootstrap: str) -> list[tuple[str, int]]:

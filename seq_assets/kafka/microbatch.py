@@ -9,10 +9,10 @@ dead letters, the late-arrival metric, raw, then events: a run killed in between
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Iterator
 
 import polars as pl
 
