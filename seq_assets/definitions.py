@@ -6,7 +6,7 @@ import dagster as dg
 
 from seq_assets import settings
 from seq_assets.orchestration.analysis_assets import analysis_defs
-from seq_assets.orchestration.assets import build_assets
+from seq_assets.orchestration.buckets import build_assets
 from seq_assets.orchestration.checks import (
     build_checks,
     build_sequence_checks,

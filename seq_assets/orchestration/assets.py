@@ -291,11 +291,12 @@ def _shadow_result(lake, compiled: Compiled, baseline: str, candidate: str, days
     )
 
 
-def build_assets(compiled: Compiled, buckets: int = 1) -> list[dg.AssetsDefinition]:
-    """Every asset of the definitions. ``buckets`` > 1 builds each ``events/`` and ``sequences/``
-    asset as that many user-bucket steps and a commit step (``orchestration.buckets``)."""
-    from seq_assets.orchestration import buckets as bucketed
-
+def build_assets(compiled: Compiled, events_builder=None, sequences_builder=None) -> list[dg.AssetsDefinition]:
+    """Every asset of the definitions; ``events_builder(compiled, source)`` and
+    ``sequences_builder(compiled, table)`` replace :func:`events_assets` and :func:`sequence_asset`
+    (``orchestration.buckets.build_assets`` builds them in user buckets)."""
+    events_builder = events_builder or events_assets
+    sequences_builder = sequences_builder or sequence_asset
     out: list[dg.AssetsDefinition] = []
     for source in compiled.sources:
         out.append(raw_assets(compiled, source))
@@ -304,7 +305,7 @@ def build_assets(compiled: Compiled, buckets: int = 1) -> list[dg.AssetsDefiniti
             out.append(enrichment_asset(compiled, name))
     for source in compiled.sources:
         if compiled.event_types_of(source):
-            out.append(events_assets(compiled, source) if buckets == 1 else bucketed.events_assets(compiled, source, buckets))
+            out.append(events_builder(compiled, source))
     for table in compiled.features:
-        out.append(sequence_asset(compiled, table) if buckets == 1 else bucketed.sequence_asset(compiled, table, buckets))
+        out.append(sequences_builder(compiled, table))
     return out

@@ -25,6 +25,7 @@ from datetime import date
 import dagster as dg
 
 from seq_assets.core.compiled import Compiled
+from seq_assets.orchestration import assets
 from seq_assets.orchestration.assets import (
     EVENT_CHECKS,
     SINGLE_RUN,
@@ -158,3 +159,12 @@ def sequence_asset(compiled: Compiled, table: str, buckets: int) -> dg.AssetsDef
         name=f"sequences__{table}", outs={"result": out}, ins=ins, check_specs=checks, partitions_def=DAILY,
         backfill_policy=SINGLE_RUN, can_subset=False,
     )(_compose(ins, stages, _commit))
+
+
+def build_assets(compiled: Compiled, buckets: int = 1) -> list[dg.AssetsDefinition]:
+    """Every asset of the definitions, ``events/`` and ``sequences/`` in ``buckets`` user buckets
+    (1: the plain assets of ``assets.build_assets``)."""
+    if buckets == 1:
+        return assets.build_assets(compiled)
+    return assets.build_assets(compiled, lambda c, source: events_assets(c, source, buckets),
+                               lambda c, table: sequence_asset(c, table, buckets))

@@ -37,7 +37,7 @@ def batch_job(buckets: int | None = None, executor: str | None = None) -> dg.Job
     ``buckets`` user buckets (default ``SEQ_USER_BUCKETS``) and ``executor`` (default
     ``SEQ_EXECUTOR``). A module-level function with plain arguments, so a worker on another
     machine rebuilds the same job from its name and arguments (``reconstructable_batch_job``)."""
-    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.buckets import build_assets
     from seq_assets.orchestration.io import STAGED_IO, LakeIOManager
     from seq_assets.orchestration.resources import LakeResource
 

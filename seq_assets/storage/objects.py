@@ -28,7 +28,7 @@ def filesystem(uri: str, storage_options: dict | None = None) -> tuple[pafs.File
     if parsed.scheme not in ("s3", "s3a"):
         raise ValueError(f"objects: unsupported storage scheme {parsed.scheme!r} in {uri!r} (local paths, file:// or s3://)")
     opts = {str(k).upper(): v for k, v in (storage_options or {}).items()}
-    endpoint = opts.get("AWS_ENDPOINT_URL") or opts.get("AWS_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = opts.get("AWS_ENDPOINT_URL") or opts.get("AWS_ENDPOINT")
     kw: dict = {"region": opts.get("AWS_REGION") or opts.get("AWS_DEFAULT_REGION") or "us-east-1"}
     if opts.get("AWS_ACCESS_KEY_ID"):
         kw["access_key"] = opts["AWS_ACCESS_KEY_ID"]

@@ -32,7 +32,7 @@ def _range_tags(first, last) -> dict:
 
 def run_batch(buckets: int, first, last) -> dg.ExecuteInProcessResult:
     """Every batch asset over [first, last] as one run (a backfill), in process, from the settings."""
-    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.buckets import build_assets
     from seq_assets.orchestration.io import STAGED_IO, LakeIOManager
     from seq_assets.orchestration.resources import LakeResource
     from seq_assets.settings import load_compiled
@@ -60,7 +60,7 @@ def assert_same_lakes(compiled, expected, got, days) -> None:
 
 
 def test_bucket_ops_in_the_graph():
-    from seq_assets.orchestration.assets import build_assets
+    from seq_assets.orchestration.buckets import build_assets
     from seq_assets.settings import load_compiled
 
     with scoped_env(SEQ_DEFS_DIR=None, SEQ_DEFS_MODULE=None):
