@@ -19,6 +19,7 @@ from typing import Iterable
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import CommitProperties
@@ -34,6 +35,8 @@ READ_VERSION = "seqplat.read_version"
 DROPS_FOR = "seqplat.drops_for"
 KINDS = ("raw", "enrichments", "events", "sequences", "dead_letter", "metrics", "analysis")
 _RETRIES = 8
+# Remote stores the fast partition writer and the listings reach through pyarrow (storage.objects).
+_FILE_SCHEMES = ("s3", "s3a")
 
 
 @dataclass
@@ -125,6 +128,10 @@ def with_retries(fn, *, what: str):
     raise AssertionError(what)
 
 
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts) if p)
+
+
 def local_path(uri: str) -> str | None:
     """The path of a local URI (a plain path or ``file://...``); None for any other scheme."""
     if uri.startswith("file://"):
@@ -148,9 +155,41 @@ class Lake:
         return local_path(self.root)
 
     @property
-    def _local(self) -> bool:
-        """A lake on the local file system (where the fast partition writer applies)."""
-        return self.storage_options is None and self.local_root is not None
+    def _files_writable(self) -> bool:
+        """Whether the fast partition writer reaches the lake: a local folder or an S3-compatible
+        store (``s3://``, ``s3a://``), which pyarrow's S3 client writes to (``storage.objects``).
+        Other stores (``gs://``, ``az://``, ...) write through delta-rs."""
+        return self.local_root is not None or self.root.split("://", 1)[0] in _FILE_SCHEMES
+
+    def filesystem(self, kind: str | None = None, name: str | None = None) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow file system over the lake (or over one table's folder) and the path in it, for
+        what is not Delta's business: listing tables and files, the SQL views' datasets. Local
+        folders and ``s3://`` use pyarrow's own clients (``storage.objects``); other stores
+        deltalake's, rooted at the URI (the path is then ``""``)."""
+        uri = self.root if kind is None else self.uri(kind, name)
+        try:
+            return objects.filesystem(uri, self.storage_options)
+        except ValueError:  # a store pyarrow's clients are not configured for here (gs://, az://)
+            from deltalake.fs import DeltaStorageHandler
+
+            return pafs.PyFileSystem(DeltaStorageHandler(uri, self.storage_options)), ""
+
+    def table_names(self, kind: str) -> list[str]:
+        """The names of the Delta tables of one kind (the folders under ``<root>/<kind>`` holding a
+        ``_delta_log``), in order."""
+        fs, base = self.filesystem()
+        infos = fs.get_file_info(pafs.FileSelector(_join(base, kind), allow_not_found=True))
+        names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+        logs = fs.get_file_info([_join(base, kind, n, "_delta_log") for n in names])
+        return sorted(n for n, i in zip(names, logs) if i.type == pafs.FileType.Directory)
+
+    def stored_files(self, kind: str, name: str) -> dict[str, int]:
+        """Every object under a table's folder (data files, log, checkpoints; live or not) as its
+        path relative to the table and its size in bytes."""
+        fs, base = self.filesystem(kind, name)
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        cut = len(base.rstrip("/")) + 1 if base else 0
+        return {i.path[cut:]: int(i.size) for i in infos if i.type == pafs.FileType.File}
 
     def _replace_by_files(self, kind: str, name: str, df: pl.DataFrame, days: list[date]) -> WriteInfo | None:
         """Replace whole partitions by writing the Parquet files with polars and committing them.
@@ -332,7 +371,7 @@ class Lake:
         """
         days = sorted(set(days))
         uri = self.uri(kind, name)
-        if extra_predicate is None and self._local:
+        if extra_predicate is None and self._files_writable:
             info = self._replace_by_files(kind, name, df, days)
             if info is not None:
                 return info

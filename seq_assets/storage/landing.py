@@ -10,49 +10,65 @@ the records mean is the engine's business.
 
 from __future__ import annotations
 
-import glob
 import os
 from datetime import date
 
 import polars as pl
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
+
+from seq_assets.storage import objects
 
 # The file formats a source's batch records may land in (``Source.batch_format``), by file suffix.
 FILE_FORMATS = ("jsonl", "csv", "parquet")
 
 
 class Landing:
+    """The landing root: a local folder, ``file://`` or an S3-compatible ``s3://`` URI (with the
+    storage options the lake takes). Listing goes through pyarrow's file systems
+    (``storage.objects``), reading through polars with the same options."""
+
     def __init__(self, root: str, storage_options: dict | None = None):
         if not root:
             raise ValueError("a landing area needs a root (SEQ_LANDING_DIR)")
         self.root = str(root).rstrip("/")
         self.storage_options = storage_options or None
 
-    def _dir(self, location: str, part: str) -> str:
-        return os.path.join(self.root, location, part)
+    def _uri(self, *parts: str) -> str:
+        return "/".join([self.root, *(p.strip("/") for p in parts if p)])
+
+    def _list(self, uri: str, files: bool) -> list[str]:
+        """The files (or folders) directly in ``uri``, as URIs under the root, in name order;
+        hidden names (a leading ``.``) are left out, as a shell glob leaves them."""
+        fs, path = objects.filesystem(uri, self.storage_options)
+        kind = pafs.FileType.File if files else pafs.FileType.Directory
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return sorted(f"{uri}/{i.base_name}" for i in infos
+                      if i.type == kind and not i.base_name.startswith("."))
 
     def batch_files(self, location: str, arrival_day: date, fmt: str = "jsonl") -> list[str]:
         """The ``fmt`` files that arrived on ``arrival_day`` at a source's batch location, in name order."""
         if fmt not in FILE_FORMATS:
             raise ValueError(f"unknown batch file format {fmt!r} (one of: {', '.join(FILE_FORMATS)})")
-        folder = self._dir(location, f"arrival_date={arrival_day.isoformat()}")
-        return sorted(glob.glob(os.path.join(folder, f"*.{fmt}")))
+        folder = self._uri(location, f"arrival_date={arrival_day.isoformat()}")
+        return [f for f in self._list(folder, files=True) if f.endswith(f".{fmt}")]
 
-    @staticmethod
-    def read_batch_file(path: str, fmt: str) -> pl.DataFrame:
+    def read_batch_file(self, path: str, fmt: str) -> pl.DataFrame:
         """One batch file as it is: the lines of a ``jsonl`` file (column ``value``), the rows of a
         ``csv`` file (header row; every column as text, an empty cell null; cells past the header's
         columns are dropped, missing ones null; blank lines skipped; an empty file has no rows) or of
         a ``parquet`` file."""
+        opts = self.storage_options if "://" in path and not path.startswith("file://") else None
         try:
             if fmt == "jsonl":
-                return pl.read_lines(path, name="value")
+                return pl.read_lines(path, name="value", glob=False, storage_options=opts)
             if fmt == "csv":
-                rows = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True, raise_if_empty=False)
+                rows = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True, raise_if_empty=False,
+                                   glob=False, storage_options=opts)
                 return rows.filter(~pl.all_horizontal(pl.all().is_null())) if rows.width else rows
             if fmt == "parquet":
-                return pl.read_parquet(path)
+                return pl.read_parquet(path, glob=False, storage_options=opts)
         except (pl.exceptions.PolarsError, OSError) as e:
             raise ValueError(f"cannot read batch file {path} as {fmt}: {e}") from e
         raise ValueError(f"unknown batch file format {fmt!r} (one of: {', '.join(FILE_FORMATS)})")
@@ -75,11 +91,16 @@ class Landing:
 
     def snapshot_days(self, location: str) -> list[date]:
         """The days an enrichment has a snapshot (a ``date=`` folder holding Parquet files) for, in order."""
-        base = os.path.join(self.root, location)
-        return sorted(
-            date.fromisoformat(os.path.basename(p).split("=", 1)[1])
-            for p in glob.glob(os.path.join(base, "date=*")) if glob.glob(os.path.join(p, "*.parquet"))
-        )
+        return sorted(date.fromisoformat(folder.rsplit("/", 1)[1].split("=", 1)[1])
+                      for folder in self._list(self._uri(location), files=False)
+                      if folder.rsplit("/", 1)[1].startswith("date=") and self._snapshot_files(folder))
+
+    def _snapshot_files(self, folder: str) -> list[str]:
+        return [f for f in self._list(folder, files=True) if f.endswith(".parquet")]
 
     def read_snapshot(self, location: str, day: date) -> pl.DataFrame:
-        return pl.read_parquet(os.path.join(self._dir(location, f"date={day.isoformat()}"), "*.parquet"))
+        files = self._snapshot_files(self._uri(location, f"date={day.isoformat()}"))
+        if not files:
+            raise ValueError(f"no snapshot files for {location} on {day} under {self.root}")
+        remote = "://" in self.root and not self.root.startswith("file://")
+        return pl.read_parquet(files, storage_options=self.storage_options if remote else None)

@@ -400,12 +400,7 @@ def keep_properties(lake: Lake, kind: str, name: str, retention_hours: int, dry_
 
 def _stored(lake: Lake, kind: str, name: str) -> dict[str, int]:
     """Every object under the table's folder (data files and log), path relative to it -> bytes."""
-    import pyarrow.fs as pafs
-    from deltalake.fs import DeltaStorageHandler
-
-    fs = pafs.PyFileSystem(DeltaStorageHandler(lake.uri(kind, name), lake.storage_options))
-    return {i.path: int(i.size) for i in fs.get_file_info(pafs.FileSelector("", recursive=True))
-            if i.type == pafs.FileType.File}
+    return lake.stored_files(kind, name)
 
 
 def vacuum(lake: Lake, kind: str, name: str, retention_hours: int, *, enforce_retention_duration: bool = True,

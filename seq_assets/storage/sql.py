@@ -18,7 +18,6 @@ filesystem; it shows the pruning and is used by ``seqctl sql --stats`` and the t
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -207,39 +206,24 @@ class _CountingHandler(pafs.FileSystemHandler):
 
 def list_tables(lake: Lake) -> list[tuple[str, str]]:
     """Every Delta table of the lake as (kind, name), kinds in ``KINDS`` order."""
-    local = lake.local_root
-    out: list[tuple[str, str]] = []
-    for kind in KINDS:
-        if local is not None:
-            base = os.path.join(local, kind)
-            names = sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n, "_delta_log"))) \
-                if os.path.isdir(base) else []
-        else:
-            fs, path = pafs.FileSystem.from_uri(f"{lake.root}/{kind}")
-            infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-            names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-        out.extend((kind, n) for n in names if _IDENT.match(n))
-    return out
+    return [(kind, n) for kind in KINDS for n in lake.table_names(kind) if _IDENT.match(n)]
 
 
 def table_dataset(lake: Lake, kind: str, name: str, io_stats: IOStats | None = None):
     """The table's current snapshot as a pyarrow dataset (None if there is no such table).
 
-    Local lakes read through pyarrow's native filesystem; other URIs through deltalake's.
+    The files are read through pyarrow's own file system over the table's folder (local, or
+    pyarrow's S3 client for ``s3://``: it releases the GIL while DuckDB reads); stores pyarrow has
+    no client for here (``gs://``, ``az://``) read through deltalake's.
     """
     t = lake.table(kind, name)
     if t is None:
         return None
-    local = lake.local_root
-    fs = pafs.SubTreeFileSystem(os.path.abspath(os.path.join(local, kind, name)), pafs.LocalFileSystem()) \
-        if local is not None else None
+    inner, path = lake.filesystem(kind, name)
+    fs = pafs.SubTreeFileSystem(path, inner) if path else inner
     if io_stats is not None:
-        if fs is None:
-            from deltalake.fs import DeltaStorageHandler
-
-            fs = pafs.PyFileSystem(DeltaStorageHandler(lake.uri(kind, name), lake.storage_options))
         fs = pafs.PyFileSystem(_CountingHandler(fs, io_stats, f"{kind}/{name}"))
-    return t.to_pyarrow_dataset(filesystem=fs) if fs is not None else t.to_pyarrow_dataset()
+    return t.to_pyarrow_dataset(filesystem=fs)
 
 
 def register_views(conn, lake: Lake | str, tables: Iterable[str] | None = None,
