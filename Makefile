@@ -45,5 +45,17 @@ bench: install
 soak: install
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
+# The scale-out stack (docs/workers.md): Redis, Postgres, moto S3 and STACK_WORKERS Celery workers.
+.PHONY: stack-up stack-down scale-bench
+stack-up: install
+	bash scripts/stack.sh up --workers $(or $(STACK_WORKERS),2) --buckets $(or $(STACK_BUCKETS),2)
+
+stack-down:
+	bash scripts/stack.sh down
+
+# One vs two Celery workers and bucketed vs unbucketed, measured in one run.
+scale-bench: install
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+
 clean:
 	rm -rf .data .dagster_home

@@ -32,10 +32,11 @@ def run_executor(name: str | None = None, broker: str | None = None, backend: st
     raise ValueError(f"unknown executor {name!r} (in_process or celery)")
 
 
-def batch_job(buckets: int | None = None, executor: str | None = None) -> dg.JobDefinition:
+def batch_job(buckets: int | None = None, executor: str | None = None, lake_uri: str = "") -> dg.JobDefinition:
     """The batch graph (raw/, dead_letter/, enrichments/, events/, sequences/) as one job, with
     ``buckets`` user buckets (default ``SEQ_USER_BUCKETS``) and ``executor`` (default
-    ``SEQ_EXECUTOR``). A module-level function with plain arguments, so a worker on another
+    ``SEQ_EXECUTOR``), on the lake at ``lake_uri`` (default ``SEQ_LAKE_URI``; the storage options
+    stay the settings' in each process). A module-level function with plain arguments, so a worker on another
     machine rebuilds the same job from its name and arguments (``reconstructable_batch_job``)."""
     from seq_assets.orchestration.buckets import build_assets
     from seq_assets.orchestration.io import STAGED_IO, LakeIOManager
@@ -45,23 +46,23 @@ def batch_job(buckets: int | None = None, executor: str | None = None) -> dg.Job
     buckets = settings.user_buckets() if buckets is None else buckets
     job = dg.define_asset_job("batch_graph", selection=dg.AssetSelection.all(), executor_def=run_executor(executor))
     defs = dg.Definitions(assets=build_assets(compiled, buckets), jobs=[job],
-                          resources={"lake": LakeResource(), STAGED_IO: LakeIOManager()})
+                          resources={"lake": LakeResource(uri=lake_uri), STAGED_IO: LakeIOManager(uri=lake_uri)})
     return defs.resolve_job_def("batch_graph")
 
 
-def reconstructable_batch_job(buckets: int | None = None, executor: str | None = None):
+def reconstructable_batch_job(buckets: int | None = None, executor: str | None = None, lake_uri: str = ""):
     """:func:`batch_job` as a job Dagster can rebuild in another process (``dg.execute_job``)."""
     from dagster._core.definitions.reconstruct import build_reconstructable_job
 
     return build_reconstructable_job(__name__, "batch_job", reconstructable_kwargs={
         "buckets": settings.user_buckets() if buckets is None else buckets,
-        "executor": executor or settings.executor()})
+        "executor": executor or settings.executor(), "lake_uri": lake_uri})
 
 
 def backfill(instance: dg.DagsterInstance, start: str, end: str, buckets: int | None = None,
-             executor: str | None = None) -> dg.ExecutionResult:
+             executor: str | None = None, lake_uri: str = "") -> dg.ExecutionResult:
     """Run the batch graph over the days [start, end] as one run (the single-run backfill the UI
     starts), in ``instance``, with the chosen executor; returns the run's result."""
     tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
-    return dg.execute_job(reconstructable_batch_job(buckets, executor), instance=instance, tags=tags,
+    return dg.execute_job(reconstructable_batch_job(buckets, executor, lake_uri), instance=instance, tags=tags,
                           raise_on_error=False)
