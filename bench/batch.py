@@ -121,7 +121,9 @@ def phase_backfill(a) -> dict:
         mat = m.event_specific_data.materialization
         if mat.asset_key.path[0] == "sequences" and "writes" in mat.metadata:
             recorded[mat.asset_key.path[1]] = recorded_changed_users(mat.metadata["writes"].value)
-    out = {"seconds": seconds, "success": result.success, "sequences": {}}
+    steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
+             if e.event_type_value == "STEP_SUCCESS"}
+    out = {"seconds": seconds, "success": result.success, "steps": steps, "sequences": {}}
     for table in settings.load_compiled().features:
         out["sequences"][table] = {"bytes": sequence_bytes_per_day(f"{lake_dir}/sequences/{table}", days),
                                    "changed_users": changed_users(table, days),
@@ -305,7 +307,8 @@ def scaling(a, log) -> None:
         log(f"size {label}: backfill ...")
         res = run_phase(__file__, "backfill", argv)
         rows.append((label.strip(), n, res["seconds"], res["peak_rss_gib"]))
-        log(f"size {label}: {res['seconds']:.1f}s, peak {res['peak_rss_gib']:.2f} GiB")
+        log(f"size {label}: {res['seconds']:.1f}s, peak {res['peak_rss_gib']:.2f} GiB; steps "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(res["steps"].items(), key=lambda kv: -kv[1])))
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n== whole path (single-run backfill, {a.days} days) by size ==")
@@ -368,6 +371,7 @@ def main() -> None:
     bf, hand = res["backfill"], res["hand"]
     print(f"whole path, Dagster backfill{bf['seconds']:8.1f} s   one run of every batch asset over {a.days} days, empty lake; "
           f"peak {bf['peak_rss_gib']:.2f} GiB")
+    print("  its steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(bf["steps"].items(), key=lambda kv: -kv[1])))
     print(f"hand-written DuckDB job     {hand['seconds']:8.1f} s   (raw {hand['timings']['raw']:.1f}s, events "
           f"{hand['timings']['events']:.1f}s, sequences {hand['timings']['sequences']:.1f}s); peak {hand['peak_rss_gib']:.2f} GiB")
     print(f"ratio ours/hand-written     {bf['seconds'] / hand['seconds']:8.2f}     (target <= 0.5, doing more: dead letters, "
