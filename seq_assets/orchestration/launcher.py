@@ -10,7 +10,9 @@ submits its runs before the next tick starts, paid again in the tick interval).
 as ``dagster api execute_run`` does, reporting each end on its stdout. Launching a run writes its
 id to an idle worker (starting one when all are busy), so a run starts in milliseconds. A worker
 retires after ``max_runs_per_worker`` runs (bounding whatever a run leaves behind in memory) and
-the pool keeps ``idle_workers`` warm ones ready.
+the pool keeps ``idle_workers`` warm ones ready. A burst of runs grows the pool; once it is over,
+a worker idle for ``idle_timeout_seconds`` beyond those ``idle_workers`` retires, so over months
+the pool (and its memory) shrinks back after every burst.
 
 Termination and run monitoring work from any process on the machine: the worker's pid is a run
 tag, and ``check_run_worker_health`` reports a worker that is gone, so the daemon fails the run
@@ -30,6 +32,7 @@ see it. Runs of a code location the launcher does not preload go to the code ser
         preload: [seq_assets.definitions]
         idle_workers: 1
         max_runs_per_worker: 200
+        idle_timeout_seconds: 300
         terminate_grace_seconds: 5
 """
 
@@ -54,6 +57,7 @@ from dagster._serdes import ConfigurableClassData, serialize_value
 
 PID_TAG = "seq/run_worker_pid"
 DEFAULT_TERMINATE_GRACE_SECONDS = 5.0
+DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
 
 log = logging.getLogger("seqplat.launcher")
 
@@ -104,6 +108,7 @@ class _Worker:
         self.busy = False
         self.retired = False
         self.runs = 0
+        self.idle_since = time.monotonic()  # when it last became idle (it starts idle)
         self.run_id: str | None = None  # the run it executes now
         self._on_idle = on_idle
         threading.Thread(target=self._follow, daemon=True, name=f"run-worker-{self.proc.pid}").start()
@@ -149,14 +154,18 @@ class WarmRunLauncher(DefaultRunLauncher):
 
     def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = (),
                  idle_workers: int = 1, max_runs_per_worker: int = 200,
-                 terminate_grace_seconds: float = DEFAULT_TERMINATE_GRACE_SECONDS):
+                 terminate_grace_seconds: float = DEFAULT_TERMINATE_GRACE_SECONDS,
+                 idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS):
         super().__init__(inst_data=inst_data)
         self._preload = list(preload)
         self._idle_target = max(0, int(idle_workers))
         self._max_runs = max(1, int(max_runs_per_worker))
         self._grace = max(0.0, float(terminate_grace_seconds))
+        self._idle_timeout = max(0.0, float(idle_timeout_seconds))
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
+        self._disposed = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     @classmethod
     def config_type(cls) -> dict:
@@ -170,6 +179,9 @@ class WarmRunLauncher(DefaultRunLauncher):
             "terminate_grace_seconds": Field(float, is_required=False, default_value=DEFAULT_TERMINATE_GRACE_SECONDS,
                                              description="Seconds a terminated run's worker gets after SIGINT "
                                                          "before SIGTERM, and after SIGTERM before SIGKILL."),
+            "idle_timeout_seconds": Field(float, is_required=False, default_value=DEFAULT_IDLE_TIMEOUT_SECONDS,
+                                          description="Seconds a worker beyond the idle_workers waits for a run "
+                                                      "before it retires."),
         }
 
     @classmethod
@@ -180,11 +192,53 @@ class WarmRunLauncher(DefaultRunLauncher):
     def _on_idle(self, worker: _Worker, exited: bool) -> None:
         with self._lock:
             worker.busy = False
+            worker.idle_since = time.monotonic()
             if exited or worker.retired:
                 self._workers = [w for w in self._workers if w is not worker]
             if not exited:
                 # Not on exit: a worker that cannot even start must not respawn in a loop.
                 self._top_up()
+                self._watch_idle()
+
+    def _idle_beyond_target(self) -> list[_Worker]:
+        """The idle workers beyond the ``idle_workers`` kept warm, longest idle first (caller holds the lock)."""
+        idle = sorted((w for w in self._workers if not w.busy and not w.retired and w.alive()),
+                      key=lambda w: w.idle_since)
+        return idle[:max(0, len(idle) - self._idle_target)]
+
+    def retire_idle(self, now: float | None = None) -> int:
+        """Retire the workers beyond ``idle_workers`` that have waited ``idle_timeout_seconds`` for a
+        run (longest idle first); how many. A retired worker exits once its stdin is closed."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            doomed = [w for w in self._idle_beyond_target() if now - w.idle_since >= self._idle_timeout]
+            for w in doomed:
+                w.close()
+            self._workers = [w for w in self._workers if w not in doomed]
+        return len(doomed)
+
+    def _watch_idle(self) -> None:
+        """Start the thread that retires idle workers, when some are beyond the target (caller holds the lock)."""
+        stopped = self._reaper is None or not self._reaper.is_alive()
+        if stopped and self._idle_beyond_target() and not self._disposed.is_set():
+            self._reaper = threading.Thread(target=self._reap, daemon=True, name="run-worker-reaper")
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        """Retire idle workers as their time comes; ends when none is beyond the target."""
+        while not self._disposed.is_set():
+            try:
+                self.retire_idle()
+                with self._lock:
+                    extra = self._idle_beyond_target()
+                    if not extra:
+                        self._reaper = None
+                        return
+                    wait = min(w.idle_since for w in extra) + self._idle_timeout - time.monotonic()
+            except Exception:  # a reaper must never take the launcher down
+                log.exception("retiring idle run workers")
+                wait = self._idle_timeout
+            self._disposed.wait(max(0.05, min(wait, 60.0)))
 
     def _top_up(self) -> None:
         """Keep ``idle_workers`` warm workers ready (caller holds the lock)."""
@@ -300,6 +354,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone", run_worker_id=str(pid))
 
     def dispose(self) -> None:
+        self._disposed.set()
         with self._lock:
             workers, self._workers = self._workers, []
         for w in workers:

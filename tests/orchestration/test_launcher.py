@@ -332,3 +332,34 @@ def test_one_warm_worker_runs_consecutive_runs(warm_home, kbroker, kafka_res, st
     assert pids[0] == pids[1], "the second run should reuse the warm worker of the first"
     events = read_table(stream_lake, "events", "pin_click")
     assert sorted(events.get_column("event_id").to_list()) == sorted(ids)
+
+
+def test_workers_beyond_the_idle_ones_retire_after_the_idle_timeout_and_busy_ones_never():
+    """A burst of three runs grows the pool to three workers; as the runs end, the workers beyond
+    ``idle_workers`` retire once idle for ``idle_timeout_seconds`` (longest idle first), their
+    processes exit, and the pool is back to one warm worker. A worker with a run is never retired."""
+    launcher = WarmRunLauncher(preload=["json"], idle_workers=1, idle_timeout_seconds=3600)
+    try:
+        burst = [launcher._take_worker() for _ in range(3)]  # three runs at once, as _take_worker hands them out
+        assert len({w.pid for w in burst}) == 3 and all(w.busy for w in burst)
+        launcher._on_idle(burst[0], exited=False)  # the runs end in turn (a worker's "done" line)
+        launcher._on_idle(burst[1], exited=False)
+        assert launcher.retire_idle() == 0  # not idle long enough
+        later = time.monotonic() + 3600
+        assert launcher.retire_idle(now=later) == 1  # burst[0] idled longest; burst[1] stays warm
+        assert burst[0].proc.wait(timeout=60) == 0  # its stdin closed: it exits
+        assert launcher._workers == [burst[1], burst[2]] and burst[2].busy and burst[2].alive()
+        assert launcher.retire_idle(now=later + 3600) == 0  # the one idle worker is the one kept
+
+        launcher._idle_timeout = 0.2  # now the thread that watches idle workers does it on its own
+        launcher._on_idle(burst[2], exited=False)
+        deadline = time.monotonic() + 60
+        while len(launcher._workers) > 1:
+            assert time.monotonic() < deadline, "the idle worker beyond idle_workers did not retire"
+            time.sleep(0.1)
+        assert launcher._workers == [burst[2]]  # the one idle most recently is kept
+        assert burst[1].proc.wait(timeout=60) == 0 and burst[2].alive()
+    finally:
+        launcher.dispose()
+    for w in burst:
+        w.proc.wait(timeout=60)
