@@ -37,14 +37,16 @@ from tests.support.stream import (
 pytestmark = pytest.mark.timeout(120)
 
 
-def launch_like_the_daemon(job, instance, kafka, result) -> list[str]:
-    """Run each request whose run key has no run yet (tagged with it, as the daemon does); the keys run."""
+def launch_like_the_daemon(job, sensor, instance, kafka, result) -> list[str]:
+    """Run each request whose run key this sensor has no run of yet, tagged as the daemon tags its
+    runs (dagster._daemon.sensor.fetch_existing_runs matches the run key and sensor name tags);
+    returns the keys run."""
     ran = []
     for rr in result.run_requests:
-        if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": rr.run_key})):
-            continue  # the daemon skips it: "a run with this key already exists"
-        res = job.execute_in_process(run_config=rr.run_config, instance=instance,
-                                     tags={**rr.tags, "dagster/run_key": rr.run_key},
+        tags = {"dagster/run_key": rr.run_key, "dagster/sensor_name": sensor.name}
+        if instance.get_runs(filters=dg.RunsFilter(tags=tags)):
+            continue  # the daemon skips it: a run with this key already exists
+        res = job.execute_in_process(run_config=rr.run_config, instance=instance, tags={**rr.tags, **tags},
                                      resources={"lake": LakeResource(), "kafka": kafka})
         assert res.success
         ran.append(rr.run_key)
@@ -97,7 +99,7 @@ def test_batches_of_a_restarted_broker_get_new_run_keys_and_are_indexed(resource
         for n in before:
             send(brokers[0].bootstrap, n)
             t = tick(sensor, dg_instance, kafka, cursor)
-            old += launch_like_the_daemon(job, dg_instance, kafka, t)
+            old += launch_like_the_daemon(job, sensor, dg_instance, kafka, t)
             cursor = t.cursor
         assert len(old) == len(before) and read_table(stream_lake, "raw", SOURCE).height == sent
 
@@ -109,7 +111,7 @@ def test_batches_of_a_restarted_broker_get_new_run_keys_and_are_indexed(resource
         ranges = [next(iter(rr.run_config["ops"].values()))["config"]["ranges"] for rr in t3.run_requests]
         assert ranges == [[f"{p}:0-{after}" for p in range(PARTITIONS)]]  # the first run's ranges, a new key
         assert {rr.run_key for rr in t3.run_requests}.isdisjoint(old)
-        assert launch_like_the_daemon(job, dg_instance, kafka, t3) == [t3.run_requests[0].run_key]
+        assert launch_like_the_daemon(job, sensor, dg_instance, kafka, t3) == [t3.run_requests[0].run_key]
         state = json.loads(t3.cursor)
         if resource is WithoutTopicIds:
             assert state["epoch"] == 1 and t3.run_requests[0].run_key.startswith(f"{SOURCE}@e1/")
@@ -118,7 +120,7 @@ def test_batches_of_a_restarted_broker_get_new_run_keys_and_are_indexed(resource
         # the new incarnation goes on from there
         send(broker.bootstrap, 1)
         t4 = tick(sensor, dg_instance, kafka, t3.cursor)
-        assert len(launch_like_the_daemon(job, dg_instance, kafka, t4)) == 1
+        assert len(launch_like_the_daemon(job, sensor, dg_instance, kafka, t4)) == 1
         raw = read_table(stream_lake, "raw", SOURCE)
         assert_unique_ids(raw)
         assert sorted(raw["event_id"]) == sorted(e["event_id"] for e in evs)
