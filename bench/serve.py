@@ -16,7 +16,13 @@ Every figure is measured in this one run (machines here are noisy):
 (b) HTTP: ``seqctl serve`` as a child process, 8 keep-alive connections for --http-seconds: p99, req/s;
 (c) the ratio to a naive fetch of the same sequence with polars (scan_delta + filter + collect);
 (d) the server process's peak memory (VmHWM from /proc/<pid>/status);
-(e) freshness: seconds from producing an event to the embedded broker until the API returns it.
+(e) freshness: seconds from producing an event to the embedded broker until the API returns it;
+(f) workers: ``seqctl serve --no-tail --workers 1`` and then ``--workers K`` (``--workers-k``, default
+    2), each under the same 8 keep-alive connections for --http-seconds: p50 / p99 and requests/s, and
+    the memory of every process (Rss and Pss from /proc/<pid>/smaps_rollup: Pss counts a page shared
+    by n processes 1/n in each, so the Pss of all the processes adds up to what they hold together);
+    with --profile, py-spy samples one server process under that load and the top frames are printed.
+    ``--only-workers`` measures just (f) on the lake of a previous run.
 """
 
 from __future__ import annotations
@@ -164,6 +170,12 @@ def _sample_users(user_ids, lengths, k: int, seed: int) -> list[int]:
     return [int(u) for u in picks]
 
 
+def _bench_users(a) -> list[int]:
+    seqs = settings.lake().read("sequences", FEATURE, columns=["user_id", "event_id"])
+    lengths = seqs["event_id"].list.len().to_numpy()
+    return _sample_users(seqs["user_id"].to_numpy(), lengths, 5000, a.seed + 1)
+
+
 PHASES = {"generate": phase_generate, "build": phase_build, "inprocess": phase_inprocess}
 
 
@@ -287,6 +299,154 @@ def served_figures(a, users: list[int]) -> dict:
     return out
 
 
+# ---- (f) worker processes ---------------------------------------------------------------------
+
+def _smaps_rollup_mib(pid: int) -> dict[str, float]:
+    """Rss, Pss and Pss split by kind (anon, file, shmem) of a process, in MiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem"):
+            out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
+def _worker_pids(pid: int) -> list[int]:
+    """The worker processes ``seqctl serve --workers K`` started (multiprocessing spawn children)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return sorted(pids)
+
+
+def _start_serve(a, port: int, *args: str) -> subprocess.Popen:
+    import http.client
+
+    log = open(Path(a.workdir) / f"serve-{port}.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "seqctl"), "serve", "--port", str(port), *args],
+                            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=str(ROOT))
+    t = time.perf_counter()
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"seqctl serve exited with {proc.returncode}; see {log.name}")
+        try:
+            if _get_json(port, "/healthz")[0] == 200:
+                return proc
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.perf_counter() - t > 600:
+            raise SystemExit("seqctl serve did not come up in 10 minutes")
+        time.sleep(0.1)
+
+
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                             "--format", "raw", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _top_frames(raw: Path, k: int = 12) -> list[tuple[str, float]]:
+    """Self time per function (the innermost frame of each sample) and inclusive time of the stages."""
+    self_time: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        leaf = frames[-1]
+        self_time[leaf] = self_time.get(leaf, 0) + n
+    top = sorted(self_time.items(), key=lambda kv: -kv[1])[:k]
+    return [(name, n / total) for name, n in top] if total else []
+
+
+def _inclusive(raw: Path, needles: dict[str, tuple[str, ...]]) -> dict[str, float]:
+    """The share of samples whose stack holds any of each entry's needles (function names)."""
+    hits = dict.fromkeys(needles, 0)
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        for label, needle in needles.items():
+            if any(x in stack for x in needle):
+                hits[label] += n
+    return {k: v / total for k, v in hits.items()} if total else {}
+
+
+def workers_figures(a, users: list[int]) -> dict:
+    """(f) one worker, then K, on the same lake and users; latency under load and memory per process."""
+    paths = [f"/v1/sequences/{FEATURE}/{u}?n=500&format=json" for u in users]
+    out: dict = {}
+    for k in (1, a.workers_k):
+        port = _free_port()
+        proc = _start_serve(a, port, "--no-tail", "--workers", str(k))
+        try:
+            pids = _worker_pids(proc.pid) if k > 1 else [proc.pid]
+            http_load(port, paths[:300], 1.0, a.concurrency)  # warm-up
+            _log(f"workers={k}: {a.concurrency} connections for {a.http_seconds:.0f}s")
+            spy = _profile(pids[0], a.http_seconds, Path(a.workdir) / f"profile-{k}.txt") if a.profile else None
+            res = http_load(port, paths, a.http_seconds, a.concurrency)
+            if spy is not None:
+                spy.wait(timeout=60)
+            res["processes"] = {str(p): _smaps_rollup_mib(p) for p in pids}
+            if k > 1:
+                res["parent"] = _smaps_rollup_mib(proc.pid)
+            res["pss_total_mib"] = sum(m["Pss"] for m in res["processes"].values()) + res.get("parent", {}).get("Pss", 0)
+            if spy is not None and (Path(a.workdir) / f"profile-{k}.txt").exists():
+                raw = Path(a.workdir) / f"profile-{k}.txt"
+                res["profile_top"] = _top_frames(raw)
+                app = "the app (handler and scheduled work: all of the below)"
+                stages = _inclusive(raw, {
+                    app: ("handle (seq_assets/serving/app.py", "_run (seq_assets/serving/scheduler.py"),
+                    "  service.run: fetch, filter, enrich, size, featurize": ("run (seq_assets/serving/service.py",),
+                    "    of it featurize.to_json (numpy to lists)": ("to_json (seq_assets/serving/featurize.py",),
+                    "  orjson encoding + the Response": ("_json (seq_assets/serving/app.py",),
+                })
+                stages["outside the app: uvicorn, httptools, the event loop"] = 1 - stages[app]
+                res["profile_stages"] = stages
+            out[str(k)] = res
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return out
+
+
+def print_workers(a, wf: dict) -> None:
+    one, many = wf["1"], wf[str(a.workers_k)]
+    for k, r in (("1", one), (str(a.workers_k), many)):
+        mem = "; ".join(f"pid {p}: Rss {m['Rss']:.0f} Pss {m['Pss']:.0f} (shmem {m.get('Pss_Shmem', 0):.0f})"
+                        for p, m in r["processes"].items())
+        print(f"(f) HTTP json {a.concurrency} conns, {k} worker(s)  p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms "
+              f"(target <= 10)   {r['rps']:,.0f} requests/s   statuses {r['statuses']}")
+        print(f"    memory MiB: {mem}" + (f"; parent Pss {r['parent']['Pss']:.0f}" if "parent" in r else "")
+              + f"; all processes' Pss {r['pss_total_mib']:.0f}")
+    print(f"(f) {a.workers_k} workers / 1 worker: p50 {many['p50_ms'] / one['p50_ms']:.2f}x   p99 "
+          f"{many['p99_ms'] / one['p99_ms']:.2f}x   requests/s {many['rps'] / one['rps']:.2f}x   Pss of all "
+          f"{many['pss_total_mib'] / one['pss_total_mib']:.2f}x (a copy per worker would be about {a.workers_k}x)")
+    for k, r in (("1", one), (str(a.workers_k), many)):
+        if r.get("profile_top"):
+            print(f"    profile of {'the' if k == '1' else 'one'} server process ({k} worker(s)), share of samples:")
+            for label, share in r["profile_stages"].items():
+                print(f"      {share * 100:5.1f}%  {label}")
+            print("      top self time: " + "; ".join(f"{name} {share * 100:.1f}%" for name, share in r["profile_top"][:8]))
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -304,6 +464,9 @@ def main() -> None:
     p.add_argument("--http-seconds", type=float, default=20.0)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--fresh-events", type=int, default=30)
+    p.add_argument("--workers-k", type=int, default=2, help="(f): the worker count compared with 1")
+    p.add_argument("--profile", action="store_true", help="(f): sample a server process with py-spy under load")
+    p.add_argument("--only-workers", action="store_true", help="measure (f) only, on the lake of a previous run")
     p.add_argument("--phase", choices=list(PHASES))
     a = p.parse_args()
     os.environ["SEQ_LANDING_DIR"] = f"{a.workdir}/landing"
@@ -330,15 +493,21 @@ def main() -> None:
             _log(f"phase {name}: {res[name]['seconds']:.1f}s, peak {res[name]['peak_rss_gib']:.2f} GiB")
         shutil.rmtree(f"{a.workdir}/landing", ignore_errors=True)  # the lake is all the server needs
         spec_file.write_text(json.dumps(spec))
+    if a.only_workers:
+        if not reuse:
+            raise SystemExit("--only-workers needs --reuse and the lake of a previous run of the same spec")
+        users = _bench_users(a)
+        wf = workers_figures(a, users)
+        print(f"\n== serving workers: {a.users:,} users, {a.events:,} events over {a.days} days ending {a.end_date} ==")
+        print_workers(a, wf)
+        return
     _log("phase inprocess ...")
     res["inprocess"] = ip = run_phase(__file__, "inprocess")
 
 
-    seqs = settings.lake().read("sequences", FEATURE, columns=["user_id", "event_id"])
-    lengths = seqs["event_id"].list.len().to_numpy()
-    users = _sample_users(seqs["user_id"].to_numpy(), lengths, 5000, a.seed + 1)
-    del seqs
+    users = _bench_users(a)
     res["served"] = sv = served_figures(a, users)
+    res["workers"] = wf = workers_figures(a, users)
 
     print(f"\n== serving benchmark: {a.users:,} users, {a.events:,} events over {a.days} days ending {a.end_date} ==")
     if "build" in res:
@@ -366,6 +535,7 @@ def main() -> None:
     f = sv["freshness"]
     print(f"(e) produce -> served        p50 {f['p50_s']:.3f} s (target <= 2)   p95 {f['p95_s']:.3f} s   max {f['max_s']:.3f} s"
           f"   over {f['events']} events (the first, on a cold tail: {f['first_s']:.3f} s)")
+    print_workers(a, wf)
 
 
 if __name__ == "__main__":
