@@ -1,58 +1,62 @@
-"""Soak benchmark: hours of streaming compressed into minutes, with maintenance and without.
+"""Soak benchmark: a day of streaming compressed into minutes, with maintenance and without.
 
-    .venv/bin/python bench/soak.py                  # 3,000 micro-batches (4h10 of stream): hours here
-    .venv/bin/python bench/soak.py --batches 600    # a quick run (50 minutes of stream): ~15 min here
+    .venv/bin/python bench/soak.py                  # 3,000 micro-batches (4h10 of stream)
+    .venv/bin/python bench/soak.py --batches 600    # a quick run (50 minutes of stream)
     make soak SOAK_ARGS="--batches 600"
-
-The run takes as long as the lake without maintenance takes to write: its micro-batch MERGE reads
-every file of the day, so each batch costs more than the one before (measured here, with other
-work on the machine: 0.9 s a batch over the first 250, 2.2 s over the last of 900).
 
 ``make dev`` produces 20 events/s and the stream sensor asks for a run every 5 s: about 100 records
 per micro-batch. This replays that stream without Kafka: the demo producer's live events
 (``LiveEvents``: sessions, ~2% duplicates, malformed records, late events 1-3 days back) with their
-event times on simulated time that advances 5 s per batch inside one UTC day, each batch written
-by the stream's own write path (``seq_assets.kafka.microbatch.index_records``) into two lakes:
+event times on simulated time that advances 5 s per batch inside one UTC day. Each batch is
+written by the stream's own write path (``seq_assets.kafka.microbatch.index_records``: the
+insert-only merges into ``raw/``, ``dead_letter/``, ``metrics/`` and every ``events/`` table) into
+the lake **with maintenance**, kept as ``make dev`` keeps it: the maintenance schedules of the code
+location (``compact_streamed_days``, ``maintain_lake_daily``) at their cron ticks in simulated time,
+and the ``compact_on_file_count`` sensor every 30 simulated seconds (its own check,
+``orchestration.maintenance.tables_past_trigger``, on the simulated day); each run asked for is done
+with the function the ``maintain_lake`` job's op calls (``storage.maintenance.maintain_lake``, the
+run config's scope, tables and ``today``, the wall clock as ``now_ms``,
+``settings.vacuum_retention_hours()``, the definitions' late horizon). At the end one more full run
+with a vacuum retention of 0 hours, so the bytes left on disk can be set against the live bytes.
 
-- **with maintenance**: the maintenance schedules the code location defines
-  (``seq_assets.orchestration.maintenance``: ``compact_streamed_days``, ``maintain_lake_daily``)
-  are evaluated at their cron ticks in simulated time, and the run each asks for is done with the
-  function the ``maintain_lake`` job's op calls (``storage.maintenance.maintain_lake``, with the
-  scope and ``today`` of the schedule's run config, the wall clock as ``now_ms`` and
-  ``settings.vacuum_retention_hours()``). At the end one more full run with a vacuum retention of
-  0 hours, so the bytes left on disk can be set against the live bytes.
-- **without maintenance**: the same records, nothing else.
+The lake **without maintenance** gets the very same stream commits: after each micro-batch, every
+commit the stream made to the maintained lake is committed to it too (one append commit per table
+and micro-batch, of the same data files, hard-linked, with their statistics), and the maintenance
+commits are not. Its tables are then exactly what the stream alone would have written (an
+insert-only merge adds the same rows whatever the compaction did, and nothing else ever reads
+them), without paying its merges: a merge reads every file of the days it touches, so with 3,000
+files a day each batch would take seconds and the run hours.
 
-Each lake is written by a process of its own; the two go batch by batch in lockstep (a barrier
-after every batch and around every reading), so the machine's noise hits both. After the warm-up
-(``--warmup`` batches) each process copies its lake aside: that copy is the *start*. At the end it
-reads the start copy and the lake in turn, so each end/start ratio is measured at one moment: the
-time to open ``raw/`` and ``events/`` (``Lake.table``), a one-day scan of ``events/``
-(``Lake.read(..., days=[day])``; the day holds more rows at the end, so the ratio per row read is
-printed too), and the serving poll (``SequenceService.refresh`` right after a
-micro-batch lands, as ``seqctl serve`` polls every 2 s: the start copy is given the batches after
-the warm-up, the lake the last ones, one each in turn). Also: the most files of any day of
-``raw/`` and ``events/`` at the end and at their peak (just before each compaction), and after the
-final vacuum the bytes under the table folders (data and log) against the live bytes of the
-current versions. Readings along the way go to stderr. No timed assertions.
+After the warm-up (``--warmup`` batches) both lakes are copied aside: those copies are the
+*start*. At the end, each end/start ratio is measured at one moment by reading the start copy and
+the lake in turn: the time to open ``raw/`` and ``events/`` (``Lake.table``), a one-day scan of
+``events/`` (``Lake.read(..., days=[day])``; the day holds more rows at the end, so the ratio per row
+read is printed too), and the serving poll (``SequenceService.refresh`` right after a micro-batch
+lands, as ``seqctl serve`` polls every 2 s: the start copies are given the batches after the
+warm-up, the lakes the last ones, one each in turn). Also: the most files of any day of
+``raw/`` and ``events/`` at the end and at their peak (followed commit by commit in the tables'
+logs), the bytes maintenance rewrote, and after the final vacuum the bytes under the table
+folders (data and log) against the live bytes of the current versions. Readings along the way go
+to stderr. No timed assertions.
 
 Compressed time: the stream's commits come many times faster than in ``make dev``, so maintenance
-sees more commits per wall-clock minute (its replace-settling look-back is in wall-clock time).
-``close_days`` (00:30 UTC, a batch recompute of the late-arrival horizon) is not run: it is not
-maintenance, and it would rewrite the late days of ``events/`` on its own.
+sees more commits per wall-clock minute (its replace-settling look-back is in wall-clock time), and
+a run the sensor asks for is done at once (in ``make dev`` it starts within a second on a warm run
+worker while the stream goes on). ``close_days`` (00:30 UTC, a batch recompute of the late-arrival
+horizon) is not run: it is not maintenance, and it would rewrite the late days of ``events/`` on its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -142,13 +146,108 @@ def maintenance_ticks(compiled, start_ms: int, end_ms: int) -> list[tuple[int, s
     return sorted(ticks, key=lambda x: x[0])
 
 
-# ---- one lake (in its process) --------------------------------------------------------------
+SENSOR_EVERY_MS = 30_000  # compact_on_file_count's minimum interval
+
+
+def _log_commits(table_dir: Path, after: int) -> list[tuple[int, list[dict]]]:
+    """The commits of a local table after version ``after``, oldest first, as their log actions."""
+    out = []
+    v = after + 1
+    while (f := table_dir / "_delta_log" / f"{v:020d}.json").exists():
+        out.append((v, [json.loads(line) for line in f.read_text().splitlines() if line.strip()]))
+        v += 1
+    return out
+
+
+class Follower:
+    """Follows the streamed tables of a maintained lake commit by commit: the live files of every
+    day (for the peak), the bytes compactions rewrote, and, given a ``twin`` lake, the stream's
+    commits replayed into it (the same files, hard-linked; no maintenance commit)."""
+
+    STREAMED = ("raw", "dead_letter", "events", "metrics")
+
+    def __init__(self, lake, twin=None):
+        self.lake, self.twin = lake, twin
+        self.version: dict[str, int] = {}
+        self.live: dict[str, dict[str, str]] = {}  # table -> path -> day
+        self.twin_files: dict[str, dict[str, int]] = {}  # table -> day -> files
+        self.peak = {"files": 0, "table": None, "day": None}
+        self.twin_peak = {"files": 0, "table": None, "day": None}
+        self.rewritten = 0
+        self.schemas: dict = {}  # table -> its schema, as of its last metadata change
+        self.twin_tables: dict = {}  # table -> the twin's DeltaTable, kept up to date by its commits
+
+    def tables(self) -> list[str]:
+        root = Path(self.lake.root)
+        return [f"{k}/{t.name}" for k in self.STREAMED if (root / k).is_dir()
+                for t in sorted((root / k).iterdir()) if (t / "_delta_log").is_dir()]
+
+    def follow(self) -> None:
+        from deltalake import DeltaTable
+
+        for label in self.tables():
+            src = Path(self.lake.root) / label
+            live = self.live.setdefault(label, {})
+            for version, actions in _log_commits(src, self.version.get(label, -1)):
+                self.version[label] = version
+                info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+                adds = [a["add"] for a in actions if "add" in a]
+                removes = [a["remove"] for a in actions if "remove" in a]
+                for r in removes:
+                    live.pop(r["path"], None)
+                for a in adds:
+                    live[a["path"]] = a["partitionValues"]["date"]
+                if info.get("operation") == "OPTIMIZE":
+                    self.rewritten += sum(int(r.get("size") or 0) for r in removes)
+                elif self.twin is not None and adds and all(a.get("dataChange", True) for a in adds):
+                    assert not removes, f"{label} v{version}: a stream commit that removes files"
+                    if label not in self.schemas or any("metaData" in a for a in actions):
+                        self.schemas[label] = DeltaTable(str(src), version=version).schema()
+                    self._replay(label, self.schemas[label], adds)
+            self.peak = _most(self.peak, label, live.values())
+
+    def _replay(self, label: str, schema, adds: list[dict]) -> None:
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        src, dst = Path(self.lake.root) / label, Path(self.twin.root) / label
+        actions = []
+        for a in adds:
+            (dst / a["path"]).parent.mkdir(parents=True, exist_ok=True)
+            os.link(src / a["path"], dst / a["path"])
+            actions.append(AddAction(a["path"], int(a["size"]), a["partitionValues"], int(a["modificationTime"]),
+                                     True, a.get("stats")))
+        kind, name = label.split("/", 1)
+        table = self.twin_tables.get(label) or self.twin.table(kind, name)
+        if table is None:
+            create_table_with_add_actions(str(dst), schema, actions, mode="error", partition_by=["date"])
+            self.twin_tables[label] = self.twin.table(kind, name)
+        else:  # only this process writes the twin: its table object is its state
+            self.twin_tables[label] = table
+            table.create_write_transaction(actions, mode="append", schema=schema, partition_by=["date"])
+            table.update_incremental()
+        counts = self.twin_files.setdefault(label, {})
+        for a in adds:
+            day = a["partitionValues"]["date"]
+            counts[day] = counts.get(day, 0) + 1
+        self.twin_peak = _most(self.twin_peak, label, [d for d, n in counts.items() for _ in range(n)])
+
+
+def _most(best: dict, label: str, days) -> dict:
+    """``best`` or, when a day of ``days`` (one entry per file) has more files, that day."""
+    from collections import Counter
+
+    if not label.startswith(("raw/", "events/")):
+        return best
+    top = Counter(days).most_common(1)
+    if top and top[0][1] > best["files"]:
+        return {"files": top[0][1], "table": label, "day": top[0][0]}
+    return best
 
 
 class Lakeside:
     """A lake, its engine, the maintenance due on it and a serving service over it."""
 
-    def __init__(self, root: Path, compiled, landing, ticks: list[tuple[int, str, dict]]):
+    def __init__(self, root: Path, compiled, landing, ticks: list[tuple[int, str, dict]], maintained: bool):
         from seq_assets.core.engine import Engine
         from seq_assets.storage.lake import Lake
 
@@ -157,30 +256,49 @@ class Lakeside:
         self.engine = Engine(compiled, self.lake, landing)
         self.compiled = compiled
         self.ticks, self.next_tick = ticks, 0
+        self.maintained = maintained
+        self.next_sensor_ms: int | None = None
         self.service = None
         self.write_s: list[float] = []
         self.maint_s = 0.0
         self.maint_runs: dict[str, int] = {}
-        self.peak = {"files": 0, "table": None}  # most files of a day, seen by maintenance before it ran
         self.polls: list[float] = []
 
     def tables(self) -> list[tuple[str, str]]:
         return [("raw", SOURCE), *(("events", et) for et in self.compiled.event_types)]
 
     def write(self, records: pl.DataFrame, batch_id: str, now_ms: int) -> None:
-        """The stream's micro-batch, then the maintenance runs due by its simulated time."""
+        """The stream's micro-batch, then the maintenance due by its simulated time."""
         from seq_assets.kafka.microbatch import index_records
 
         t = time.perf_counter()
         if records.height:
             index_records(self.engine, SOURCE, records, batch_id=batch_id, now=_utc(now_ms))
         self.write_s.append(time.perf_counter() - t)
+        if not self.maintained:
+            return
         while self.next_tick < len(self.ticks) and self.ticks[self.next_tick][0] <= now_ms:
             _, name, config = self.ticks[self.next_tick]
             self.next_tick += 1
             self.maintain(name, config)
+        if self.next_sensor_ms is None or now_ms >= self.next_sensor_ms:
+            self.next_sensor_ms = now_ms + SENSOR_EVERY_MS
+            self.sense(_utc(now_ms).date())
 
-    def maintain(self, schedule: str, config: dict, **override) -> list:
+    def sense(self, today: date) -> None:
+        """One evaluation of compact_on_file_count on the simulated day, and the run it asks for."""
+        from seq_assets.orchestration.maintenance import (
+            count_triggered_config,
+            tables_past_trigger,
+        )
+
+        t = time.perf_counter()
+        over = tables_past_trigger(self.lake, self.compiled, today)
+        self.maint_s += time.perf_counter() - t
+        if over:
+            self.maintain("compact_on_file_count", count_triggered_config(today, over))
+
+    def maintain(self, trigger: str, config: dict, **override) -> list:
         """What the ``maintain_lake`` job's op does with this run config."""
         from seq_assets import settings
         from seq_assets.storage import maintenance
@@ -190,13 +308,10 @@ class Lakeside:
         kw = {"retention_hours": settings.vacuum_retention_hours(), **override}
         reports = maintenance.maintain_lake(self.lake, specs, scope=config.get("scope", "full"),
                                             today=date.fromisoformat(config["today"]), now_ms=int(time.time() * 1000),
+                                            horizon_days=self.compiled.horizon_days(),
                                             dry_run=bool(config.get("dry_run", False)), **kw)
         self.maint_s += time.perf_counter() - t
-        self.maint_runs[schedule] = self.maint_runs.get(schedule, 0) + 1
-        watched = {f"{k}/{n}" for k, n in self.tables()}
-        for r in reports:
-            if r.table in watched and r.max_partition_files_before > self.peak["files"]:
-                self.peak = {"files": r.max_partition_files_before, "table": r.table}
+        self.maint_runs[trigger] = self.maint_runs.get(trigger, 0) + 1
         return reports
 
     def serve(self) -> None:
@@ -262,115 +377,129 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def side_main(name: str, a, barrier, out) -> None:
-    """One lake's run, in lockstep with the other side's process (``barrier``)."""
-    try:
-        out.put((name, run_side(name, a, barrier)))
-    except BaseException as e:  # noqa: BLE001 - the parent reports it; the other side must not wait forever
-        import traceback
-
-        barrier.abort()
-        out.put((name, {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}))
+def _copy_lake(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst)
 
 
-def run_side(name: str, a, barrier) -> dict:
+def run_lakes(a, work: Path, ticks) -> dict:
+    """Both lakes, batch by batch, then the readings at the end."""
     from seq_assets.settings import load_compiled
     from seq_assets.storage.landing import Landing
 
-    maintained = name == "with"
     compiled = load_compiled()
     clock = Clock(a)
-    work = Path(a.workdir)
     frame = pl.read_parquet(work / "batches.parquet")
     empty = frame.drop("batch").clear()
     parts = {k[0]: g.drop("batch") for k, g in frame.group_by("batch", maintain_order=True)}
     batches = [parts.get(i, empty) for i in range(a.batches)]
     del frame, parts
-    ticks = maintenance_ticks(compiled, clock.start_ms, clock.end_ms) if maintained else []
     landing = Landing(str(work / "landing"))
-    side = Lakeside(work / name / "lake", compiled, landing, ticks)
-    for e, spec in compiled.enrichments.items():
-        if spec["kind"] == "lookup":
-            for d in (clock.day - timedelta(days=i) for i in range(3, -1, -1)):
-                side.engine.write_enrichment_day(e, d)
+    with_ = Lakeside(work / "with" / "lake", compiled, landing, ticks, maintained=True)
+    without = Lakeside(work / "without" / "lake", compiled, landing, [], maintained=False)
+    for side in (with_, without):
+        for e, spec in compiled.enrichments.items():
+            if spec["kind"] == "lookup":
+                for d in (clock.day - timedelta(days=i) for i in range(3, -1, -1)):
+                    side.engine.write_enrichment_day(e, d)
+    follow = Follower(with_.lake, twin=without.lake)
     W = a.poll_window
-    last = a.batches - W  # the last W batches are written at the end, in turn with the start copy's
+    last = a.batches - W  # the last W batches are written at the end, in turn with the start copies'
     points = sorted(set(range(a.warmup + a.every, last, a.every)))
     windows = {p - k for p in points for k in range(W)}
     trace = []
-
-    def sync():
-        barrier.wait(timeout=3600)
-
+    start_follow = None
+    # The twin follows on a thread of its own while the next micro-batch is written (it only reads
+    # commits already in the log); it has caught up whenever either lake is read or copied.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="soak-follow")
+    pending = pool.submit(follow.follow)
     for i in range(last):
-        side.write(batches[i], f"{SOURCE}@soak-{i}", clock.batch_end(i))
+        with_.write(batches[i], f"{SOURCE}@soak-{i}", clock.batch_end(i))
+        pending.result()
+        pending = pool.submit(follow.follow)
         n = i + 1
-        if n == a.warmup:
-            shutil.copytree(side.root, work / name / "start")  # the start: the lake after the warm-up
-            start_next_tick = side.next_tick
-            side.serve()
-        sync()
-        if n > a.warmup and n in windows:  # both sides poll at once, neither beside the other's write
-            side.poll(timed=n - 1 in windows)  # the first of a window catches up, untimed
-            sync()
+        if n == a.warmup or (n > a.warmup and n in windows) or n in points:
+            pending.result()
+        if n == a.warmup:  # the start: both lakes after the warm-up
+            for name in SIDES:
+                _copy_lake(work / name / "lake", work / name / "start")
+            start_next_tick, start_sensor = with_.next_tick, with_.next_sensor_ms
+            start_follow = {"version": dict(follow.version), "live": {k: dict(v) for k, v in follow.live.items()}}
+            with_.serve()
+            without.serve()
+        if n > a.warmup and n in windows:  # both poll right after a micro-batch lands
+            for side in (with_, without):
+                side.poll(timed=n - 1 in windows)  # the first of a window catches up, untimed
         if n in points:
-            f = side.files()
-            open_s = statistics.median(_timed(side.open_all) for _ in range(a.repeat))
-            scan_s = statistics.median(_timed(lambda: side.scan_day(clock.day)) for _ in range(a.repeat))
-            poll_s = side.take_polls()
-            trace.append({"batch": n, **f, "open_s": open_s, "scan_s": scan_s, "poll_s": poll_s})
-            _log(f"batch {n:>5} {_utc(clock.batch_end(i)):%H:%M} {name:>7}: most files {f['files']:>5} "
-                 f"({f['table']} {f['day']}), open {open_s * 1e3:6.1f} ms, scan {scan_s * 1e3:7.1f} ms, "
-                 f"poll {(poll_s or 0) * 1e3:6.1f} ms, write {statistics.mean(side.write_s[-a.every:]) * 1e3:5.0f} "
-                 f"ms/batch, maintenance {side.maint_s:6.1f} s")
-            sync()
+            line = []
+            for name, side in zip(SIDES, (with_, without)):
+                f = side.files()
+                open_s = statistics.median(_timed(side.open_all) for _ in range(a.repeat))
+                scan_s = statistics.median(_timed(lambda side=side: side.scan_day(clock.day)) for _ in range(a.repeat))
+                trace.append({"side": name, "batch": n, **f, "open_s": open_s, "scan_s": scan_s,
+                              "poll_s": side.take_polls()})
+                line.append(f"{name} {f['files']:>4} files ({f['table']} {f['day']}), open {open_s * 1e3:5.1f} ms, "
+                            f"scan {scan_s * 1e3:6.1f} ms")
+            _log(f"batch {n:>5} {_utc(clock.batch_end(i)):%H:%M}: " + "; ".join(line)
+                 + f"; write {statistics.mean(with_.write_s[-a.every:]) * 1e3:4.0f} ms/batch, maintenance "
+                   f"{with_.maint_s:5.1f} s, peak {follow.peak['files']} / {follow.twin_peak['files']} files")
 
-    # The end: the start copy and the lake, read in turn.
-    start = Lakeside(work / name / "start", compiled, landing, ticks)
-    start.next_tick = start_next_tick
-    start.serve()
-    side.poll(timed=False)
-    sync()
+    pending.result()
+    pool.shutdown()
+    # The end: the start copies and the lakes, read in turn.
+    start_with = Lakeside(work / "with" / "start", compiled, landing, ticks, maintained=True)
+    start_with.next_tick, start_with.next_sensor_ms = start_next_tick, start_sensor
+    start_without = Lakeside(work / "without" / "start", compiled, landing, [], maintained=False)
+    start_follower = Follower(start_with.lake, twin=start_without.lake)
+    start_follower.version, start_follower.live = start_follow["version"], start_follow["live"]
+    for side in (start_with, start_without):
+        side.serve()
+    for side in (with_, without):
+        side.poll(timed=False)
     for k in range(W):
-        j, i = a.warmup + k, last + k  # the start copy goes on from where it was copied
-        start.write(batches[j], f"{SOURCE}@soak-{j}", clock.batch_end(j))
-        side.write(batches[i], f"{SOURCE}@soak-{i}", clock.batch_end(i))
-        sync()
-        start.poll(timed=k > 0)
-        side.poll(timed=k > 0)
-        sync()
-    readings = {"open_s": ([], []), "scan_s": ([], [])}
+        j, i = a.warmup + k, last + k  # the start copies go on from where they were copied
+        start_with.write(batches[j], f"{SOURCE}@soak-{j}", clock.batch_end(j))
+        start_follower.follow()
+        with_.write(batches[i], f"{SOURCE}@soak-{i}", clock.batch_end(i))
+        follow.follow()
+        for side in (start_with, with_, start_without, without):
+            side.poll(timed=k > 0)
+    readings = {name: {"open_s": ([], []), "scan_s": ([], [])} for name in SIDES}
+    pairs = {"with": (start_with, with_), "without": (start_without, without)}
     for _ in range(a.repeat):
-        for lk, slot in ((start, 0), (side, 1)):
-            readings["open_s"][slot].append(_timed(lk.open_all))
-            readings["scan_s"][slot].append(_timed(lambda lk=lk: lk.scan_day(clock.day)))
-    rows = (start.scan_day(clock.day), side.scan_day(clock.day))
-    end_files = side.files()
-    sync()
-    before = side.disk_bytes()
-    final_s, final = 0.0, {}
-    if maintained:
-        t = time.perf_counter()
-        reports = side.maintain("final (vacuum retention 0 h)", {"scope": "full", "today": clock.day.isoformat()},
-                                retention_hours=0, enforce_retention_duration=False)
-        final_s = time.perf_counter() - t
-        final = {"files_deleted": sum(r.files_deleted for r in reports),
-                 "bytes_reclaimed": sum(r.bytes_reclaimed for r in reports)}
-    after = side.disk_bytes()
-    return {
-        "start": {"open_s": statistics.median(readings["open_s"][0]), "scan_s": statistics.median(readings["scan_s"][0]),
-                  "poll_s": start.take_polls(), "rows": rows[0], "versions": {f"{k}/{n}": start.lake.table(k, n).version()
-                                                             for k, n in start.tables()}},
-        "end": {"open_s": statistics.median(readings["open_s"][1]), "scan_s": statistics.median(readings["scan_s"][1]),
-                "poll_s": side.take_polls(), "rows": rows[1], "versions": {f"{k}/{n}": side.lake.table(k, n).version()
-                                                          for k, n in side.tables()}},
-        "files": end_files, "peak": side.peak if maintained else {"files": end_files["files"], "table": end_files["table"]},
-        "after_final": side.files(), "bytes_before_vacuum": before, "bytes": after,
-        "write_s_first": statistics.mean(side.write_s[a.warmup:a.warmup + a.every]),
-        "write_s_last": statistics.mean(side.write_s[-a.every:]), "write_s_total": sum(side.write_s),
-        "maint_s": side.maint_s - final_s, "maint_runs": side.maint_runs, "final_s": final_s, "final": final,
-        "trace": trace,
-    }
+        for name, (s0, s1) in pairs.items():
+            for slot, lk in enumerate((s0, s1)):
+                readings[name]["open_s"][slot].append(_timed(lk.open_all))
+                readings[name]["scan_s"][slot].append(_timed(lambda lk=lk: lk.scan_day(clock.day)))
+    results = {}
+    for name, (s0, s1) in pairs.items():
+        r = readings[name]
+        results[name] = {
+            "start": {"open_s": statistics.median(r["open_s"][0]), "scan_s": statistics.median(r["scan_s"][0]),
+                      "poll_s": s0.take_polls(), "rows": s0.scan_day(clock.day)},
+            "end": {"open_s": statistics.median(r["open_s"][1]), "scan_s": statistics.median(r["scan_s"][1]),
+                    "poll_s": s1.take_polls(), "rows": s1.scan_day(clock.day),
+                    "versions": {f"{k}/{n}": s1.lake.table(k, n).version() for k, n in s1.tables()}},
+            "files": s1.files(), "write_s_first": statistics.mean(with_.write_s[a.warmup:a.warmup + a.every]),
+            "write_s_last": statistics.mean(with_.write_s[-a.every:]), "write_s_total": sum(with_.write_s),
+            "trace": [t for t in trace if t["side"] == name],
+        }
+    for name, side in pairs.items():
+        results[name]["bytes_before_vacuum"] = side[1].disk_bytes()
+    t = time.perf_counter()
+    reports = with_.maintain("final (vacuum retention 0 h)", {"scope": "full", "today": clock.day.isoformat()},
+                             retention_hours=0, enforce_retention_duration=False)
+    final_s = time.perf_counter() - t
+    follow.follow()
+    for name, side in pairs.items():
+        results[name]["bytes"] = side[1].disk_bytes()
+        results[name]["after_final"] = side[1].files()
+    results["with"].update(
+        peak=follow.peak, rewritten=follow.rewritten, maint_s=with_.maint_s - final_s, final_s=final_s,
+        maint_runs={k: v for k, v in with_.maint_runs.items() if not k.startswith("final")},
+        final={"files_deleted": sum(r.files_deleted for r in reports),
+               "bytes_reclaimed": sum(r.bytes_reclaimed for r in reports)})
+    results["without"].update(peak=follow.twin_peak, rewritten=0, maint_s=0.0, final_s=0.0, maint_runs={}, final={})
+    return results
 
 
 # ---- the run and the summary ----------------------------------------------------------------
@@ -395,21 +524,10 @@ def run(a) -> dict:
     frame.write_parquet(work / "batches.parquet")
     write_enrichment_snapshots(a, compiled, work / "landing", clock.day)
     ticks = maintenance_ticks(compiled, clock.start_ms, clock.end_ms)
-    _log("maintenance due on the lake with it: " + ", ".join(
+    _log("maintenance due on the lake with it (and compact_on_file_count every 30 s): " + ", ".join(
         f"{n} x{sum(1 for t in ticks if t[1] == n)}" for n in dict.fromkeys(t[1] for t in ticks)))
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(len(SIDES)), ctx.Queue()
-    procs = [ctx.Process(target=side_main, args=(name, a, barrier, out), name=f"soak-{name}") for name in SIDES]
     t = time.perf_counter()
-    for p in procs:
-        p.start()
-    results = dict(out.get() for _ in procs)
-    for p in procs:
-        p.join()
-    for name, r in results.items():
-        if "error" in r:
-            sys.stderr.write(r["traceback"])
-            raise SystemExit(f"the {name} side failed: {r['error']}")
+    results = run_lakes(a, work, ticks)
     return {"batches": a.batches, "records": frame.height, "day": clock.day.isoformat(),
             "stream": f"{_utc(clock.start_ms):%H:%M}-{_utc(clock.end_ms):%H:%M} UTC", "seconds": time.perf_counter() - t,
             "every": a.every, "sides": results}
@@ -433,7 +551,7 @@ def summary(res: dict) -> None:
         return "-" if v is None else spec.format(v)
 
     rows = [("most files of a day (raw/, events/), end", w["files"]["files"], wo["files"]["files"], "files", "{:,}"),
-            ("most files of a day, peak (before a compaction)", w["peak"]["files"], wo["peak"]["files"], "files", "{:,}"),
+            ("most files of a day, peak (after any commit)", w["peak"]["files"], wo["peak"]["files"], "files", "{:,}"),
             ("open raw/ + events/ tables, end/start", ratio(w, "open_s"), ratio(wo, "open_s"), "open", "{:.2f}"),
             ("one-day events/ scan, end/start", ratio(w, "scan_s"), ratio(wo, "scan_s"), "scan", "{:.2f}"),
             ("  the same per row read", per_row(w), per_row(wo), "scan", "{:.2f}"),
@@ -450,19 +568,20 @@ def summary(res: dict) -> None:
         s, e = side["start"], side["end"]
         ms = lambda v: fmt(v and v * 1e3, "{:.1f}")
         print(f"  {name:>7}: open {ms(s['open_s'])} -> {ms(e['open_s'])} ms, scan {ms(s['scan_s'])} -> "
-              f"{ms(e['scan_s'])} ms ({s['rows']:,} -> {e['rows']:,} rows), poll {ms(s['poll_s'])} -> {ms(e['poll_s'])} ms; write "
-              f"{side['write_s_first'] * 1e3:.0f} -> {side['write_s_last'] * 1e3:.0f} ms/batch "
-              f"(first and last {res['every']})")
+              f"{ms(e['scan_s'])} ms ({s['rows']:,} -> {e['rows']:,} rows), poll {ms(s['poll_s'])} -> {ms(e['poll_s'])} ms"
+              + (f"; write {side['write_s_first'] * 1e3:.0f} -> {side['write_s_last'] * 1e3:.0f} ms/batch "
+                 f"(first and last {res['every']})" if name == "with" else "; the same stream commits"))
         f = side["files"]
         print(f"           most files at the end {f['files']:,} ({f['table']} {f['day']}), per day "
               + ", ".join(f"{d} {n:,}" for d, n in f["by_day"].items())
               + f"; peak {side['peak']['files']:,} ({side['peak']['table']}); "
-                f"after the final run {side['after_final']['files']:,}")
+                f"after the final run {side['after_final']['files']:,}"
+              + (f"; compaction rewrote {side['rewritten'] / 1e6:.1f} MB" if name == "with" else ""))
         b0, b1 = side["bytes_before_vacuum"], side["bytes"]
         print(f"           on disk {b1['disk'] / 1e6:.1f} MB (log {b1['log'] / 1e6:.1f} MB), live {b1['live'] / 1e6:.1f} MB"
               f"; before the final run {b0['disk'] / 1e6:.1f} MB ({b0['ratio']:.2f}x)")
         if side["maint_runs"]:
-            runs = ", ".join(f"{k} x{v}" for k, v in side["maint_runs"].items() if not k.startswith("final"))
+            runs = ", ".join(f"{k} x{v}" for k, v in side["maint_runs"].items())
             print(f"           maintenance {runs}: {side['maint_s']:.1f} s during the stream "
                   f"({side['maint_s'] / side['write_s_total'] * 100:.0f}% of its {side['write_s_total']:.0f} s of "
                   f"writes), final run {side['final_s']:.1f} s: {side['final']['files_deleted']:,} files, "

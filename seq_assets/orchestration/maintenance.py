@@ -28,6 +28,7 @@ from seq_assets.core.days import today_utc
 from seq_assets.orchestration.assets import key
 from seq_assets.orchestration.resources import LakeResource
 from seq_assets.storage import maintenance
+from seq_assets.storage.lake import Lake
 from seq_assets.storage.sql import format_table
 
 # The check's bound. The stream adds up to 12 files a minute to a day (a micro-batch every 5 s);
@@ -105,10 +106,9 @@ def maintain_lake_daily(context: dg.ScheduleEvaluationContext):
     return _request("full", context)
 
 
-def tables_past_trigger(lake: LakeResource, today: date) -> dict[str, dict[date, int]]:
+def tables_past_trigger(lk: Lake, compiled: Compiled, today: date) -> dict[str, dict[date, int]]:
     """The streamed tables (``KIND/NAME``) with an open day at ``COMPACT_TRIGGER_FILES`` files or
     more, and those days' file counts."""
-    lk, compiled = lake.lake(), lake.compiled()
     out = {}
     for spec in maintenance.lake_tables(compiled, lk):
         if spec.kind in maintenance.NOT_COMPACTED:
@@ -119,13 +119,18 @@ def tables_past_trigger(lake: LakeResource, today: date) -> dict[str, dict[date,
     return out
 
 
+def count_triggered_config(today: date, over: dict[str, dict[date, int]]) -> dict:
+    """The ``maintain_tables`` config of the run ``compact_on_file_count`` asks for."""
+    return {"scope": "today", "today": today.isoformat(), "tables": sorted(over)}
+
+
 @dg.sensor(job=maintain_lake_job, minimum_interval_seconds=COUNT_SENSOR_INTERVAL_SECONDS,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description=f"Compacts a streamed table's open days (today and the late horizon) as soon as one has "
                        f"{maintenance.COMPACT_TRIGGER_FILES} files; one such run at a time.")
 def compact_on_file_count(context: dg.SensorEvaluationContext, lake: LakeResource):
     today = today_utc()
-    over = tables_past_trigger(lake, today)
+    over = tables_past_trigger(lake.lake(), lake.compiled(), today)
     if not over:
         return dg.SkipReason(f"no open day of a streamed table has {maintenance.COMPACT_TRIGGER_FILES} files")
     running = context.instance.get_run_records(
@@ -140,8 +145,7 @@ def compact_on_file_count(context: dg.SensorEvaluationContext, lake: LakeResourc
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             run_key=run_key,
-            run_config={"ops": {"maintain_tables": {"config": {"scope": "today", "today": today.isoformat(),
-                                                               "tables": tables}}}},
+            run_config={"ops": {"maintain_tables": {"config": count_triggered_config(today, over)}}},
             tags={MAINTENANCE_TAG: "count", "seq/most_files": f"{worst[0]} {worst[1]}: {worst[2]}"})],
         cursor=json.dumps({"run_key": run_key, "today": today.isoformat(),
                            "tables": {t: {d.isoformat(): n for d, n in over[t].items()} for t in tables}}))
