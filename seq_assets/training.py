@@ -10,10 +10,11 @@ from datetime import date, datetime, timezone
 
 import polars as pl
 
+from seq_assets import settings
 from seq_assets.core import kernel
 from seq_assets.core.compiled import Compiled
 from seq_assets.core.days import day_of_ms
-from seq_assets import settings
+from seq_assets.core.snapshots import sequences_as_of
 from seq_assets.storage.lake import Lake
 
 
@@ -43,7 +44,8 @@ def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] 
     """The feature's sequences as of the end of day ``as_of``: one row per user (its column named
     by the feature's source's user field), list columns; ``users`` keeps only those ids.
 
-    Only that day's partition is read (partition pruning) and only ``fields`` (column projection).
+    Only the partitions that make that day are read (its full snapshot and the changes since, see
+    :mod:`seq_assets.core.snapshots`; partition pruning) and only ``fields`` (column projection).
     """
     compiled = compiled or settings.load_compiled()
     f = compiled.feature(feature)
@@ -55,13 +57,9 @@ def read_sequences(feature: str, as_of: date | datetime | str, users: list[int] 
         raise ValueError(f"unknown field(s) {unknown} of {table}; stored fields: {stored}")
     lake = lake or settings.lake()
     user = compiled.user_field(f)
-    cols = [user, "date", *fields]
-    lf = lake.scan("sequences", table, days=[_as_day(as_of)], columns=cols)
-    if lf is None:
-        return pl.DataFrame(schema={k: v for k, v in compiled.sequence_schema(f).items() if k in cols})
-    if users is not None:
-        lf = lf.filter(pl.col(user).is_in(_user_ids(compiled, f, users).implode()))
-    return lf.collect()
+    ids = None if users is None else _user_ids(compiled, f, users)
+    seqs = sequences_as_of(lake, compiled, table, _as_day(as_of), users=ids, columns=fields)
+    return seqs.select(user, "date", *fields)
 
 
 def point_in_time_sequences(feature: str, labels: pl.DataFrame, fields: list[str] | None = None,

@@ -22,7 +22,8 @@ from signal_defs.validate import DefinitionError, validate
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 # Settings of a feature that describe it, keep it or watch it, but do not change its rows.
-_FEATURE_METADATA = {"owner", "lifecycle", "description", "snapshot_retention_days", "freshness_hours"}
+_FEATURE_METADATA = {"owner", "lifecycle", "description", "snapshot_retention_days", "freshness_hours",
+                     "full_snapshot_every_days"}
 # Settings of a source that change the rows of the features reading it (which field is the id, the
 # user, the time, and how those and the records are read), with their defaults. A feature's output hash covers the
 # ones set to something else, so the hashes of features over default sources stay what they were

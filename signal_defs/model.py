@@ -257,6 +257,9 @@ class SequenceFeature:
     # how many hours after a day ends (UTC) its snapshot is due (the freshness check).
     snapshot_retention_days: int = 35
     freshness_hours: int = 6
+    # Nor does this one: every how many days sequences/ holds a full snapshot of every user; the
+    # days between hold only the users whose sequence changed (1: a full snapshot every day).
+    full_snapshot_every_days: int = 7
     kind: str = field(default="feature", init=False)
 
     @property

@@ -73,6 +73,7 @@ def feature(name: str = EXAMPLE_FEATURE, event_types: tuple[str, ...] = (EXAMPLE
     description="The last 200 ratings of a member within 180 days.",  # what the sequence is for
     snapshot_retention_days=35,  # days of daily snapshots sequences/ keeps (older ones are deleted)
     freshness_hours=6,  # yesterday's snapshot is due this many hours after midnight UTC
+    full_snapshot_every_days=7,  # sequences/ holds every user every 7th day, only the changed users between
 )
 '''
 

@@ -274,7 +274,8 @@ def _check_feature(f: SequenceFeature, sources, event_types, enrichments, provid
     if not f.owner:
         err(label, "owner", "every feature needs an owner")
     for setting, what in (("snapshot_retention_days", "days of snapshots to keep"),
-                          ("freshness_hours", "hours after a day ends by which its snapshot is due")):
+                          ("freshness_hours", "hours after a day ends by which its snapshot is due"),
+                          ("full_snapshot_every_days", "days from one full snapshot of every user to the next")):
         value = getattr(f, setting)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             err(label, setting, f"must be a positive whole number ({what}), got {value!r}")

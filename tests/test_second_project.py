@@ -32,6 +32,7 @@ from tests.support.ratings import (
     rating_id,
     write_ratings_landing,
 )
+from tests.support.sequences import sequences_day
 
 
 def _clear_compiled():
@@ -122,7 +123,7 @@ def test_sequences_of_every_day_match_the_oracle(project, feature):
     data, lake = project["data"], project["lake"]
     fields = FEATURES[feature]["fields"]
     for d in DAYS:
-        df = lake.read("sequences", feature, days=[d])
+        df = sequences_day(lake, feature, d)
         assert "uid" in df.columns and "user_id" not in df.columns
         got = {r["uid"]: {f: r[f] for f in fields} for r in df.iter_rows(named=True)}
         assert got == data.sequences(feature, d), f"{feature} {d}"

@@ -13,6 +13,7 @@ from datetime import date
 import polars as pl
 from rapidfuzz.distance import Levenshtein
 
+from seq_assets.core import snapshots
 from seq_assets.core.compiled import Compiled
 from seq_assets.storage.lake import Lake
 from signal_defs.model import Source
@@ -67,7 +68,7 @@ def table_keys(specs: list[str], lf: pl.LazyFrame, compiled: Compiled | None = N
             continue
         return compiled.user_field(f), compiled.source_of(f)["event_id_field"]
     schema = lf.collect_schema()
-    scalars = [c for c, t in schema.items() if c != "date" and not isinstance(t, pl.List)]
+    scalars = [c for c, t in schema.items() if c not in ("date", snapshots.ROW_KIND) and not isinstance(t, pl.List)]
     if len(scalars) != 1:
         raise ValueError(f"cannot tell the user column of {specs[0]} among {scalars}: name a feature of the definitions")
     return scalars[0], Source.event_id_field
@@ -118,10 +119,18 @@ def compare(lake: Lake, baseline: str, candidate: str, days: list[date] | None =
         days = sorted(b_days & c_days)
     reports = []
     for d in days:
-        b = b_lf.filter(pl.col("date") == d).collect()
-        c = c_lf.filter(pl.col("date") == d).collect()
-        reports.append(compare_day(b, c, d, user, event_id))
+        reports.append(compare_day(day_sequences(b_lf, d, user), day_sequences(c_lf, d, user), d, user, event_id))
     return reports
+
+
+def day_sequences(lf: pl.LazyFrame, day: date, user: str) -> pl.DataFrame:
+    """The sequences a table holds as of ``day`` (its full snapshot and the changes since, see
+    :mod:`seq_assets.core.snapshots`), one row per user, without the row kinds."""
+    cols = [c for c in lf.collect_schema() if c != snapshots.ROW_KIND]
+    rows = snapshots.rows_as_of(lf, day, user)
+    if rows is None:
+        return lf.filter(pl.col("date") == day).select(cols).collect()
+    return rows.read(*[c for c in cols if c != "date"]).with_columns(pl.lit(day, pl.Date).alias("date")).select(cols)
 
 
 def format_report(baseline: str, candidate: str, reports: list[DayReport]) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from seq_assets.core import snapshots
 from seq_assets.core.buckets import user_bucket
 from seq_assets.core.compiled import Compiled, polars_type, source_types
 from seq_assets.core.days import day_start_ms, days_between, end_of_day_ms, event_time_ms
@@ -22,7 +23,7 @@ from seq_assets.core.decode import Decoded, decode_records
 from seq_assets.core.executors import EXECUTORS
 from seq_assets.core.kernel import (
     assemble_sequences,
-    extend_sequences,
+    extend_sequences_changes,
     extendable,
     rule_columns,
 )
@@ -126,6 +127,22 @@ class _Built:
     seqs: pl.DataFrame
     files: dict[tuple[str, date], frozenset[str]]
     extended: bool = False
+    changed: pl.Series | None = None  # the users whose sequence changed since the day before (extended)
+
+
+@dataclass
+class SequencesWrite:
+    """One day's write of ``sequences/``: its rows (every user on a full day, the changed ones
+    between), the users whose sequence changed since the day before (every user of a full day
+    built without the day before at hand), the bytes of the day's files, the Delta version."""
+
+    rows: int
+    version: int | None
+    users: int
+    changed_users: int
+    bytes_written: int
+    full_snapshot: bool
+    rederived: bool = False  # a day after a rewritten one, written again against it
 
 
 @dataclass
@@ -490,44 +507,98 @@ class Engine:
         if extend:
             shared = {k: v for k, v in files.items() if k[1] < day}
             extend = shared == {k: v for k, v in previous.files.items() if k[1] >= first_day}
+        changed = None
         if not scans:
             seqs = pl.DataFrame(schema=schema)
         elif extend:
             today = pl.concat([lf.filter(pl.col("date") == day).select(cols) for lf in scans], how="vertical_relaxed")
-            seqs = extend_sequences(feature, previous.seqs, today, end_ms, fields, day, user=user)
+            seqs, changed = extend_sequences_changes(feature, previous.seqs, today, end_ms, fields, day, user=user)
         else:
             window = pl.concat([lf.select(cols) for lf in scans], how="vertical_relaxed")
             seqs = assemble_sequences(feature, window, end_ms, fields, day, user=user)
         seqs = seqs.select([pl.col(c).cast(t) for c, t in schema.items()])
-        return _Built(day, seqs, files, extended=bool(scans) and extend)
+        return _Built(day, seqs, files, extended=bool(scans) and extend, changed=changed)
 
-    def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> WriteInfo:
-        return self.lake.replace_partitions("sequences", feature_table, seqs, [day])
+    def _stored_kinds(self, feature_table: str) -> dict[date, bool]:
+        lf = self.lake.scan("sequences", feature_table)
+        return {} if lf is None else snapshots.partition_kinds(lf)
 
-    def stage_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame) -> dict:
-        return self.lake.stage_partitions("sequences", feature_table, seqs)
+    def write_sequences_day(self, feature_table: str, day: date, seqs: pl.DataFrame,
+                            previous: pl.DataFrame | None = None, changed: pl.Series | None = None,
+                            full: bool | None = None, kinds: dict[date, bool] | None = None,
+                            bucket: tuple[int, int] | None = None, stage: bool = False) -> SequencesWrite | dict:
+        """Write ``seqs`` (the day's whole state, one row per user) in the table's layout
+        (:mod:`seq_assets.core.snapshots`): every user on a full day, else the users whose sequence
+        changed since the day before, as ``changed`` names them or as found against ``previous``
+        (the day before's state) or, without either, against what the table holds for the day
+        before. ``bucket``: ``seqs`` holds that user bucket only; ``stage``: the files are written
+        but not committed, and what ``Lake.commit_staged`` takes is returned."""
+        feature = self.compiled.features[feature_table]
+        user = self.compiled.user_field(feature)
+        fields = [c for c in seqs.columns if c not in (user, "date")]
+        kinds = self._stored_kinds(feature_table) if kinds is None else kinds
+        full = snapshots.must_be_full(feature, kinds, day) if full is None else full
+        if changed is None and (previous is not None or not full):
+            if previous is None:
+                previous = snapshots.sequences_as_of(self.lake, self.compiled, feature_table, day - timedelta(days=1),
+                                                     built_only=False)
+                previous = in_bucket(previous, user, bucket)
+            changed = snapshots.changed_users(previous, seqs, user, fields)
+        rows = snapshots.day_rows(seqs, None if full else changed, user, day)
+        if stage:
+            return self.lake.stage_partitions("sequences", feature_table, rows)
+        info = self.lake.replace_partitions("sequences", feature_table, rows, [day])
+        stats = self.lake.stats("sequences", feature_table, day=day)
+        return SequencesWrite(rows=info.rows, version=info.version, users=seqs.height,
+                              changed_users=seqs.height if changed is None else len(changed),
+                              bytes_written=int(stats.get("bytes", 0)), full_snapshot=full)
 
     def sequences_days(self, feature_table: str, days: list[date], bucket: tuple[int, int] | None = None,
                        stage: bool = False):
         """Build and write the feature's partitions of ``days`` in order, yielding ``(day, seqs, info)``
-        as each write lands. A day that follows the one built before it extends that day's
-        sequences with its own events (see :meth:`_build_sequences`) instead of reading the whole
-        window again. A day's write runs on a second thread while the next day is built (both
-        spend their time in polars and Parquet code outside the GIL); at most one write is in
-        flight, so memory holds two days at a time.
+        as each write lands (``seqs`` the day's whole state, ``info`` a :class:`SequencesWrite`).
+
+        A day that follows the one built before it extends that day's sequences with its own
+        events (see :meth:`_build_sequences`) instead of reading the whole window again, and knows
+        from that which users changed. The built days after a written one up to the next full
+        snapshot were written against it: they are re-derived too (and yielded, ``rederived``),
+        so every day reads as its events say. A day's write runs on a second thread while the next
+        day is built (both spend their time in polars and Parquet code outside the GIL); at most one
+        write is in flight, so memory holds two days at a time.
 
         ``bucket=(b, n)`` builds only the users of that bucket (``core.buckets``); ``stage`` writes
         each day's files without committing them and yields what ``Lake.commit_staged`` takes
-        instead of a WriteInfo."""
-        write = self.stage_sequences_day if stage else self.write_sequences_day
+        instead of a :class:`SequencesWrite`."""
+        feature = self.compiled.features[feature_table]
+        kinds = self._stored_kinds(feature_table)
+        wanted = set(days)
+        todo = set(days)
+        for day in days:
+            todo.update(snapshots.following_days(kinds, day))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seq-write") as pool:
             pending, built = None, None
-            for day in sorted(days):
+            for day in sorted(todo):
+                before = built if built is not None and built.day == day - timedelta(days=1) else None
                 built = self._build_sequences(feature_table, day, built, bucket=bucket)
                 seqs = built.seqs
+                full = snapshots.must_be_full(feature, kinds, day)
+                changed = built.changed if built.extended else None
                 if pending is not None:
-                    yield pending[0], pending[1], pending[2].result()
-                pending = (day, seqs, pool.submit(write, feature_table, day, seqs))
+                    yield self._landed(pending)
+                kinds[day] = full
+                pending = (day, seqs, day not in wanted,
+                           pool.submit(self.write_sequences_day, feature_table, day, seqs,
+                                       None if before is None else before.seqs, changed, full, dict(kinds),
+                                       bucket, stage))
             if pending is not None:
-                yield pending[0], pending[1], pending[2].result()
+                yield self._landed(pending)
 
+    @staticmethod
+    def _landed(pending):
+        day, seqs, rederived, future = pending
+        info = future.result()
+        if isinstance(info, dict):  # staged
+            info["rederived"] = rederived
+        else:
+            info.rederived = rederived
+        return day, seqs, info

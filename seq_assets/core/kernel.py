@@ -159,7 +159,18 @@ def extendable(feature: dict, fields: list[str], event_id: str | None = None, ti
 def extend_sequences(feature: dict, previous: pl.DataFrame, events: pl.LazyFrame | pl.DataFrame,
                      as_of_end_ms: int, fields: list[str], day: date | None = None,
                      user: str = USER) -> pl.DataFrame:
-    """The sequences as of ``as_of_end_ms`` from those of the day before and the day's events.
+    """The sequences as of ``as_of_end_ms`` from those of the day before and the day's events (see
+    :func:`extend_sequences_changes`)."""
+    return extend_sequences_changes(feature, previous, events, as_of_end_ms, fields, day, user)[0]
+
+
+def extend_sequences_changes(feature: dict, previous: pl.DataFrame, events: pl.LazyFrame | pl.DataFrame,
+                             as_of_end_ms: int, fields: list[str], day: date | None = None,
+                             user: str = USER) -> tuple[pl.DataFrame, pl.Series]:
+    """The sequences as of ``as_of_end_ms`` from those of the day before and the day's events, and
+    the users whose sequence changed: those with a new event (it goes in front), and those whose
+    old events were cut by the length cap or the window (a user left with none is among them and
+    not in the sequences).
 
     ``previous`` is :func:`assemble_sequences` output as of the end of the day before (``user``
     and the list columns; a ``date`` column is ignored); ``events`` holds the events after it. The
@@ -182,6 +193,8 @@ def extend_sequences(feature: dict, previous: pl.DataFrame, events: pl.LazyFrame
         # The oldest day left the window: lists are newest first, so what left is a tail.
         keep = pl.min_horizontal(keep, pl.col(by).list.eval(pl.element() >= start).list.sum().cast(pl.UInt32))
     old = old.with_columns(keep.alias("_keep"))
+    cut = old.filter(pl.col("_keep") < size).get_column(user)
+    changed = pl.concat([counts.get_column(user), cut]).unique().sort()
     if old.select((pl.col("_keep") == 0).any()).item():
         old = old.filter(pl.col("_keep") > 0)
     if old.select((pl.col("_keep") < size).any()).item():
@@ -195,7 +208,7 @@ def extend_sequences(feature: dict, previous: pl.DataFrame, events: pl.LazyFrame
     seqs = flat.group_by(user, maintain_order=True).agg(fields)
     if day is not None:
         seqs = seqs.with_columns(pl.lit(day).alias("date"))
-    return seqs
+    return seqs, changed
 
 
 # ---- serving: one user's numpy columns ------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from seq_assets.core import snapshots
 from seq_assets.core.compiled import Compiled
 from seq_assets.core.days import DAY_MS, day_of_ms, end_of_day_ms
 from seq_assets.core.kernel import window_bounds
@@ -47,6 +48,9 @@ def schema_drift(actual: dict, expected: dict) -> Outcome:
 
 
 def table_schema_drift(lake: Lake, kind: str, name: str, expected: dict) -> Outcome:
+    """The table's columns against ``expected`` (a ``sequences/`` table also stores its row kinds)."""
+    if kind == "sequences":
+        expected = snapshots.stored_schema(expected)
     lf = lake.scan(kind, name)
     if lf is None:
         return Outcome(False, f"table {kind}/{name} does not exist", {"missing": len(expected), "extra": 0, "retyped": 0})

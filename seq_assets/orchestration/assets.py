@@ -12,7 +12,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from seq_assets.core import quality
+from seq_assets.core import quality, snapshots
 from seq_assets.core.compiled import Compiled
 from seq_assets.core.engine import LakeContext
 from seq_assets.orchestration.metadata import preview_md, table_metadata
@@ -221,8 +221,7 @@ def sequence_asset(compiled: Compiled, table: str) -> dg.AssetsDefinition:
     def _sequences(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         engine = lake.engine()
         days = partition_days(context)
-        built = ((day, seqs) for day, seqs, _ in engine.sequences_days(table, days))
-        return sequence_result(compiled, engine, table, days, built, context.log)
+        return sequence_result(compiled, engine, table, days, engine.sequences_days(table, days), context.log)
 
     return _sequences
 
@@ -240,18 +239,25 @@ def sequence_checks(compiled: Compiled, table: str) -> list[dg.AssetCheckSpec]:
 
 def sequence_result(compiled: Compiled, engine, table: str, days: list[date], built, log) -> dg.MaterializeResult:
     """The materialization of ``sequences/<table>`` and its checks for ``days``; ``built`` yields
-    ``(day, sequences)`` as each day's write lands."""
+    ``(day, sequences)`` or ``(day, sequences, SequencesWrite)`` as each day's write lands (the
+    writes' changed users and bytes go into the metadata, per day)."""
     f = compiled.features[table]
     user = compiled.user_field(f)
     stored = compiled.stored_fields(f)
     predecessor = f"{f['name']}_v{f['version'] - 1}"
     shadow = f"shadow_vs_v{f['version'] - 1}" if predecessor in compiled.features else None
     seqs = pl.DataFrame()
-    invariants = []
-    for day, seqs in built:
-        written = engine.lake.read("sequences", table, days=[day])
+    invariants, writes = [], {}
+    for day, seqs, *info in built:
+        # What the readers see for the day (the full snapshot and the changes since), not the partition.
+        written = snapshots.sequences_as_of(engine.lake, compiled, table, day)
         invariants.append((day, quality.sequence_invariants(f, written, day, user)))
-        log.info(f"{table} {day}: {seqs.height} users")
+        if info:
+            writes[day] = info[0]
+        log.info(f"{table} {day}: {seqs.height} users" + (
+            f", {info[0].changed_users} changed, {info[0].rows} rows, {info[0].bytes_written:,} bytes"
+            f"{' (full snapshot)' if info[0].full_snapshot else ''}{' (re-derived)' if info[0].rederived else ''}"
+            if info else ""))
     drift = [(days[-1], quality.table_schema_drift(engine.lake, "sequences", table, compiled.sequence_schema(f)))]
     check_results = [_check_result(key("sequences", table), "sequence_invariants", invariants),
                      _check_result(key("sequences", table), "schema_matches_definition", drift)]
@@ -265,9 +271,31 @@ def sequence_result(compiled: Compiled, engine, table: str, days: list[date], bu
         mean_length=dg.MetadataValue.float(float(lengths.mean() or 0.0)),
         max_length=dg.MetadataValue.int(int(lengths.max() or 0)),
         users_at_cap=dg.MetadataValue.int(int((lengths >= f["max_length"]).sum())),
+        **write_metadata(writes),
         preview=preview_md(seqs.select(user, "date", *stored[:4]).with_columns(
             pl.col(stored[:4]).list.head(3))) if seqs.height else "empty",
     ), check_results=check_results)
+
+
+def write_metadata(writes: dict) -> dict:
+    """What the day writes of a run wrote (``{day: SequencesWrite}``): changed users and bytes of the
+    last day, their sums over the run, and a table per day (re-derived days included)."""
+    if not writes:
+        return {}
+    last = writes[max(writes)]
+    table = "| day | kind | changed users | rows | bytes |\n|---|---|---|---|---|\n" + "".join(
+        f"| {d} | {'full' if w.full_snapshot else 'changes'}{' (re-derived)' if w.rederived else ''} | "
+        f"{w.changed_users} | {w.rows} | {w.bytes_written} |\n" for d, w in sorted(writes.items()))
+    return {
+        "changed_users": dg.MetadataValue.int(last.changed_users),
+        "bytes_written": dg.MetadataValue.int(last.bytes_written),
+        "rows_written": dg.MetadataValue.int(last.rows),
+        "full_snapshot": dg.MetadataValue.bool(last.full_snapshot),
+        "changed_users_total": dg.MetadataValue.int(sum(w.changed_users for w in writes.values())),
+        "bytes_written_total": dg.MetadataValue.int(sum(w.bytes_written for w in writes.values())),
+        "days_rederived": dg.MetadataValue.int(sum(w.rederived for w in writes.values())),
+        "writes": dg.MetadataValue.md(table),
+    }
 
 
 def _shadow_result(lake, compiled: Compiled, baseline: str, candidate: str, days: list[date],

@@ -15,7 +15,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from seq_assets.core import kernel
+from seq_assets.core import kernel, snapshots
 from seq_assets.core.compiled import Compiled
 from seq_assets.core.days import end_of_day_ms
 from seq_assets.core.engine import Engine
@@ -63,8 +63,11 @@ class Snapshot:
         # One column at a time: the nested frame, its flat copy and the numpy form of one field are
         # alive at once, never those of every field (embeddings dominate the peak memory).
         # Every read goes through the same table version ``t``, so the columns line up row for row.
+        # The rows that make the day are its full snapshot and the changes since (core.snapshots).
+        rows = None if built is not None else snapshots.rows_as_of(pl.scan_delta(t), day, user)
         part = pl.scan_delta(t).filter(pl.col("date") == day)
-        read = built.select if built is not None else (lambda *cols: part.select(*cols).collect())
+        read = built.select if built is not None else rows.read if rows is not None else (
+            lambda *cols: part.select(*cols).collect())
         keys = read(user, fields[0]).with_row_index("_row")
         if keep is not None:
             keys = keys.filter(keep(keys.get_column(user)))

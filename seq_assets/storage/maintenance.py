@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 from deltalake import DeltaTable, WriterProperties
 
+from seq_assets.core import snapshots
 from seq_assets.storage.lake import DROPS_FOR, READ_VERSION, WRITE_DAYS, WRITE_ID, Lake, add_actions, with_retries
 from seq_assets.storage.sql import list_tables
 
@@ -363,6 +364,8 @@ def drop_expired(lake: Lake, kind: str, name: str, retention_days: int, today: d
     table = lake.table(kind, name)
     if table is None:
         return 0, 0
+    if kind == "sequences":  # a kept day of changes is read over the full snapshot under it: keep that
+        cutoff = snapshots.retention_cutoff(lake.scan(kind, name), cutoff)
     old = partition_files(table).filter(pl.col("date") < cutoff)
     if old.is_empty():
         return 0, 0

@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from seq_assets.core import snapshots
 from seq_assets.storage.lake import KINDS, Lake, add_actions
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -247,9 +248,61 @@ def register_views(conn, lake: Lake | str, tables: Iterable[str] | None = None,
         hidden = f"__lake__{kind}__{name}"
         conn.register(hidden, ds)
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
-        conn.execute(f'CREATE OR REPLACE VIEW {kind}."{name}" AS SELECT * FROM "{hidden}"')
+        body = sequences_view_sql(lake, name, hidden, ds.schema.names) if kind == "sequences" else None
+        conn.execute(f'CREATE OR REPLACE VIEW {kind}."{name}" AS {body or f"SELECT * FROM {_qi(hidden)}"}')
         names.append(view)
     return names
+
+
+def _qi(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sequences_view_sql(lake: Lake, name: str, hidden: str, columns: list[str]) -> str | None:
+    """The view ``sequences.<name>``: one row per user as of each built day, whatever the table's
+    layout (:mod:`seq_assets.core.snapshots`). Per day, a full day's rows; a day of changes, per user
+    the newest row since the day's full snapshot (no empty ones), and the snapshot's other users.
+    Each day is one branch with constant date bounds, so ``WHERE date = ...`` keeps one branch and its
+    scans read only the partitions that make that day. None: the table as it is (no row kinds)."""
+    if snapshots.ROW_KIND not in columns:
+        return None
+    lf = lake.scan("sequences", name)
+    kinds = {} if lf is None else snapshots.partition_kinds(lf)
+    out_cols = [c for c in columns if c != snapshots.ROW_KIND]
+    user = _user_column(lf, out_cols)
+    src, u = _qi(hidden), _qi(user)
+
+    def select(day, alias: str = "") -> str:
+        return ", ".join(f"DATE '{day}' AS date" if c == "date" else f"{alias}{_qi(c)}" for c in out_cols)
+
+    branches = []
+    for d in sorted(kinds):
+        base = snapshots.base_day(kinds, d)
+        if base is None:  # only changes and no snapshot under them: the day cannot be read
+            continue
+        if base == d:
+            branches.append(f"SELECT {select(d)} FROM {src} WHERE date = DATE '{d}' AND {u} IS NOT NULL")
+            continue
+        since = f"date > DATE '{base}' AND date <= DATE '{d}' AND {u} IS NOT NULL"
+        branches.append(
+            f"SELECT {select(d)} FROM (SELECT * FROM {src} WHERE {since} "
+            f"QUALIFY row_number() OVER (PARTITION BY {u} ORDER BY date DESC) = 1) "
+            f"WHERE {_qi(snapshots.ROW_KIND)} IS DISTINCT FROM '{snapshots.EMPTY}'")
+        branches.append(
+            f"SELECT {select(d, 'b.')} FROM (SELECT * FROM {src} WHERE date = DATE '{base}' AND {u} IS NOT NULL) b "
+            f"ANTI JOIN (SELECT {u} FROM {src} WHERE {since}) c ON b.{u} = c.{u}")
+    if not branches:
+        return f"SELECT {', '.join(_qi(c) for c in out_cols)} FROM {src} WHERE false"
+    return "\nUNION ALL\n".join(branches)
+
+
+def _user_column(lf: pl.LazyFrame, columns: list[str]) -> str:
+    """The user column of a sequences table: its one column besides ``date`` that is not a list."""
+    schema = lf.collect_schema()
+    scalars = [c for c in columns if c != "date" and not isinstance(schema[c], pl.List)]
+    if len(scalars) != 1:
+        raise ValueError(f"cannot tell the user column of a sequences table among {scalars}")
+    return scalars[0]
 
 
 def connect(lake: Lake | str, io_stats: IOStats | None = None,

@@ -30,6 +30,7 @@ from tests.support.analysis_lake import (
     build,
     lake_env,
 )
+from tests.support.sequences import sequences_day, sequences_table
 
 FEATURES = ("engagements_v1", "saves_v1")
 EVENT_TYPES = ("pin_click", "pin_closeup", "pin_save")
@@ -122,13 +123,13 @@ def test_rematerializing_a_day_replaces_it(runs, alake, lake):
 def test_sequence_lengths(runs, lake):
     got = lake.read("analysis", "sequence_lengths")
     for f in FEATURES:
-        seqs = lake.read("sequences", f)
+        seqs = sequences_table(lake, f)
         want = (seqs.select(pl.col("ts").list.len().cast(pl.Int64).alias("length"), "date")
                 .group_by("date", "length").agg(pl.len().cast(pl.Int64).alias("users")))
         assert_frame_equal(got.filter(pl.col("feature") == f).select("date", "length", "users").sort("date", "length"),
                            want.sort("date", "length"))
     m = runs[("sequence_lengths", DAYS[-1].isoformat())]
-    last = lake.read("sequences", "engagements_v1", days=[DAYS[-1]])["ts"].list.len()
+    last = sequences_day(lake, "engagements_v1", DAYS[-1])["ts"].list.len()
     assert _num(m, "engagements_v1_users") == last.len()
     assert _num(m, "engagements_v1_mean_length") == pytest.approx(last.mean())
     assert _num(m, "engagements_v1_max_length") == last.max()
@@ -210,7 +211,7 @@ def test_analysis_tables_are_views_too(runs, lake):
     df = query("SELECT feature, sum(users) AS users FROM analysis.sequence_lengths "
                "WHERE date = DATE '2026-03-03' GROUP BY feature ORDER BY feature", lake)
     assert df["feature"].to_list() == list(FEATURES)
-    assert df["users"][0] == lake.read("sequences", "engagements_v1", days=[DAYS[-1]]).height
+    assert df["users"][0] == sequences_day(lake, "engagements_v1", DAYS[-1]).height
 
 
 # ---- seqctl show ---------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def _timeline(out: str) -> list[tuple[str, str, int, str]]:
 
 
 def _busy_user(lake, day) -> int:
-    s = lake.read("sequences", "engagements_v1", days=[day])
+    s = sequences_day(lake, "engagements_v1", day)
     return int(s.sort(pl.col("ts").list.len(), "user_id", descending=[True, False])["user_id"][0])
 
 
@@ -296,5 +297,5 @@ def test_seqctl_report_renders_four_plots_in_one_self_contained_page(env, lake, 
     # The plots carry the day's data.
     for name in (*FEATURES, *EVENT_TYPES, "item_category", "min_coverage", "same day"):
         assert f'"{name}"' in page, name
-    users = lake.read("sequences", "engagements_v1", days=[DAYS[-1]]).height
+    users = sequences_day(lake, "engagements_v1", DAYS[-1]).height
     assert f"<td>{users:,}</td>" in page

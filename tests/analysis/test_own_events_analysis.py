@@ -14,6 +14,7 @@ from seq_assets.analysis.timeline import timeline
 from seq_assets.cli import main
 from signal_defs.compile import write_compiled
 from tests.support.own_events import BUILT, QUIET, USERS, build_lake, end_of, expected
+from tests.support.sequences import sequences_day
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_seqctl_show_and_compare_on_the_project(env, capsys, tmp_path):
     same = compare(env.lake, "liked_v1", "liked_v1", compiled=env.compiled)
     assert [r.day for r in same] == BUILT and all(r.exact_match_rate == 1.0 for r in same)
     assert set(same[-1].field_match_rate) == {"event_time", "movie_id", "rating", "genre"}
-    day = env.lake.read("sequences", "liked_v1", days=[BUILT[-1]])
+    day = sequences_day(env.lake, "liked_v1", BUILT[-1])
     users = day.height
     edited = day.with_columns([pl.when(pl.col("uid") == "alice").then(pl.col(c).list.slice(1)).otherwise(pl.col(c)).alias(c)
                                for c in ("rating_id", "event_time", "movie_id", "rating", "genre")])

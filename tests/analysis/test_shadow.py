@@ -34,6 +34,7 @@ from tests.support.quality_helpers import (
     platform_env,
     write_registry,
 )
+from tests.support.sequences import sequences_day, sequences_table
 
 D1, D2, D3 = DAYS
 V2_MAX = 50
@@ -80,7 +81,7 @@ def migration(tmp_path_factory) -> Migration:
     root = tmp_path_factory.mktemp("migration")
     lake_dir = copy_lake(good.lake, root / "lake")
     lake = Lake(str(lake_dir))
-    before_v1 = {d: lake.read("sequences", "engagements_v1", days=[d]).sort("user_id") for d in DAYS}
+    before_v1 = {d: sequences_day(lake, "engagements_v1", d).sort("user_id") for d in DAYS}
     before_click = lake.read("events", "pin_click").sort("event_id")
     before_files = {et: _files(lake, et) for et in EVENT_TYPES}
     before_versions = {et: lake.table("events", et).version() for et in EVENT_TYPES}
@@ -160,7 +161,7 @@ def test_readers_of_the_old_version_keep_working(migration, migrated):
         assert evals[("sequences/engagements_v1", c)].passed
     for day in DAYS:
         # Rebuilt from the evolved events/ table, v1 is exactly what it was.
-        assert lake.read("sequences", "engagements_v1", days=[day]).sort("user_id").equals(migration.before_v1[day])
+        assert sequences_day(lake, "engagements_v1", day).sort("user_id").equals(migration.before_v1[day])
         for defs in (compiled, shipped):  # readers on the new and on the old definitions
             got = read_sequences("engagements_v1", day, fields=["event_id", "ts", "item_category"], lake=lake,
                                  compiled=defs).sort("user_id")
@@ -177,14 +178,14 @@ def test_a_new_version_builds_beside_the_old_one(migration, migrated):
     for c in SEQUENCE_CHECKS:
         assert evals[("sequences/engagements_v2", c)].passed
     for day in DAYS:
-        v1 = lake.read("sequences", "engagements_v1", days=[day]).sort("user_id")
-        v2 = lake.read("sequences", "engagements_v2", days=[day]).sort("user_id")
+        v1 = sequences_day(lake, "engagements_v1", day).sort("user_id")
+        v2 = sequences_day(lake, "engagements_v2", day).sort("user_id")
         assert v2.columns == v1.columns and v2["user_id"].to_list() == v1["user_id"].to_list()
         assert v2["event_id"].list.len().max() <= V2_MAX
         # The candidate is the baseline cut to its N: the newest 50 of the same events.
         lists = [c for c, t in v1.schema.items() if isinstance(t, pl.List)]
         assert v2.equals(v1.with_columns([pl.col(c).list.head(V2_MAX) for c in lists]))
-    assert (lake.read("sequences", "engagements_v1", days=[D3])["event_id"].list.len() > V2_MAX).sum() > 0
+    assert (sequences_day(lake, "engagements_v1", D3)["event_id"].list.len() > V2_MAX).sum() > 0
 
 
 def test_both_versions_are_served(migrated):
@@ -197,7 +198,7 @@ def test_both_versions_are_served(migrated):
     assert listed["engagements_v1"]["max_length"] == 500 and listed["engagements_v2"]["max_length"] == V2_MAX
     assert listed["engagements_v2"]["completeness"]["snapshot_day"] == D3.isoformat()
 
-    v1 = lake.read("sequences", "engagements_v1", days=[D3])
+    v1 = sequences_day(lake, "engagements_v1", D3)
     heavy = int(v1.sort(pl.col("event_id").list.len(), descending=True)["user_id"][0])
     as_of = "2026-03-04T00:00:00Z"
     old = svc.get("engagements_v1", heavy, as_of=as_of, fields="event_id,ts")
@@ -215,7 +216,7 @@ def test_both_versions_are_served(migrated):
 
 def _expected_day(lake: Lake, day) -> dict:
     """The figures for v1 against v1 cut to 50, computed here from the lengths alone."""
-    n = lake.read("sequences", "engagements_v1", days=[day])["event_id"].list.len()
+    n = sequences_day(lake, "engagements_v1", day)["event_id"].list.len()
     cut = n.clip(upper_bound=V2_MAX)
     return {
         "users_compared": float(len(n)),
@@ -329,7 +330,7 @@ def test_seqctl_compare_two_versions(migrated, capsys, tmp_path):
 def test_seqctl_compare_against_an_external_table(migrated, capsys, tmp_path):
     lake, _ = migrated
     # Another system's sequences in the same layout: only the newest 3 events, one field off, two days.
-    v1 = lake.read("sequences", "engagements_v1", start=D2)
+    v1 = sequences_table(lake, "engagements_v1").filter(pl.col("date") >= D2)
     lists = [c for c, t in v1.schema.items() if isinstance(t, pl.List)]
     ext = v1.with_columns([pl.col(c).list.head(3) for c in lists]).with_columns(
         pl.col("surface").list.eval(pl.lit("elsewhere")))

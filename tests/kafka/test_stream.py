@@ -22,6 +22,7 @@ from polars.testing import assert_frame_equal
 from seq_assets.kafka.microbatch import OffsetRange
 from seq_assets.orchestration.sensors import plan_ranges
 from seq_assets.settings import DEFAULT_STREAM_MAX_BATCH as DEFAULT_MAX_BATCH
+from tests.support.sequences import sequences_table
 from tests.support.stream import (
     DAY_MS,
     EVENT_TYPES,
@@ -214,7 +215,7 @@ def test_filters_dropped_bots_unknown_actions_and_short_closeups(e2e):
 def test_sequences_equal_the_oracle(e2e):
     d1 = e2e.today - timedelta(days=1)
     for feature in FEATURES:
-        table = read_table(e2e.lake, "sequences", feature)
+        table = sequences_table(e2e.lake, feature)
         for day in (d1, e2e.today):
             got = table.filter(pl.col("date") == day)
             want = e2e.oracle.sequences(feature, day)
@@ -421,8 +422,8 @@ def test_backfilled_closed_day_equals_the_pure_batch_path(tmp_path, monkeypatch,
         assert_frame_equal(s, b.select(s.columns), check_column_order=False)
     for feature in FEATURES:
         for day in (d2, d1):
-            s = read_table(stream_root, "sequences", feature).filter(pl.col("date") == day).sort("user_id")
-            b = read_table(batch_root, "sequences", feature).filter(pl.col("date") == day).sort("user_id")
+            s = sequences_table(stream_root, feature).filter(pl.col("date") == day).sort("user_id")
+            b = sequences_table(batch_root, feature).filter(pl.col("date") == day).sort("user_id")
             assert b.height > 0 and b["item_category"].list.len().sum() > 0
             assert_frame_equal(s, b.select(s.columns))
     # the stream lake keeps today's open day untouched by the backfill

@@ -31,6 +31,7 @@ from tests.support.oracle import (
     materialize_day,
     oracle_sequences,
 )
+from tests.support.sequences import sequences_day
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT_TYPES = tuple(EVENT_FILTERS)
@@ -172,7 +173,7 @@ def test_sequences_match_the_oracle(lake, oracle, compiled, feature_table):
     fields = compiled.stored_fields(f)
     assert "item_popularity" not in fields  # serving-time: joined when served, not stored
     for day in DEMO_DAYS:
-        seqs = lake.read("sequences", feature_table, days=[day])
+        seqs = sequences_day(lake, feature_table, day)
         assert seqs.columns == list(compiled.sequence_schema(f))
         assert set(seqs["date"]) == {day}
         expected = oracle_sequences(events, f["event_types"], end_of_day(day), f["window_days"], f["max_length"])
@@ -189,9 +190,9 @@ def test_sequences_match_the_oracle(lake, oracle, compiled, feature_table):
 
 
 def test_sequences_grow_with_the_days_and_hold_ties(lake):
-    lengths = [lake.read("sequences", "engagements_v1", days=[d])["event_id"].list.len().sum() for d in DEMO_DAYS]
+    lengths = [sequences_day(lake, "engagements_v1", d)["event_id"].list.len().sum() for d in DEMO_DAYS]
     assert lengths[0] < lengths[1] < lengths[2]
-    seqs = lake.read("sequences", "engagements_v1", days=[DEMO_DAYS[-1]])
+    seqs = sequences_day(lake, "engagements_v1", DEMO_DAYS[-1])
     ties = seqs.select(pl.col("ts").list.eval(pl.element().is_duplicated().any()).list.first()).to_series().sum()
     assert ties > 0  # equal timestamps exist, so the event_id tie-break is exercised
 

@@ -20,6 +20,7 @@ from polars.testing import assert_frame_equal
 from seq_assets import settings
 from seq_assets.core.kernel import assemble_sequences, extend_sequences, extendable
 from tests.support.oracle import DEMO_DAYS, end_of_day
+from tests.support.sequences import sequences_day
 
 DAY_MS = 86_400_000
 FIELDS = ["event_id", "ts", "event_type", "item_id", "item_embedding"]
@@ -95,7 +96,7 @@ def test_the_engine_extends_consecutive_days_and_matches_full_builds(lake_copy, 
         assert_frame_equal(built.seqs, engine.build_sequences_day(table, d))
     written = [day for day, _, _ in engine.sequences_days(table, list(DEMO_DAYS))]
     assert written == list(DEMO_DAYS)
-    assert_frame_equal(engine.lake.read("sequences", table, days=[DEMO_DAYS[-1]]),
+    assert_frame_equal(sequences_day(engine.lake, table, DEMO_DAYS[-1]),
                        engine.build_sequences_day(table, DEMO_DAYS[-1]))
 
 
@@ -154,4 +155,4 @@ def test_a_single_run_backfill_of_the_range_writes_what_day_by_day_runs_wrote(de
                            before.read("events", et).drop("ingested_at").sort("event_id"))
     for table in ("engagements_v1", "saves_v1"):
         for d in DEMO_DAYS:
-            assert_frame_equal(after.read("sequences", table, days=[d]), before.read("sequences", table, days=[d]))
+            assert_frame_equal(sequences_day(after, table, d), sequences_day(before, table, d))

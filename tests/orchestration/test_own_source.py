@@ -22,6 +22,7 @@ from seq_assets.core.engine import Engine, first_per_key
 from seq_assets.kafka.microbatch import index_records
 from seq_assets.storage.lake import Lake
 from tests.support.own_source import COUNTER, COUNTER_DAYS, FIELDS, SOURCE, rating_id, ratings_registry
+from tests.support.sequences import sequences_day
 
 DAY_MS = 86_400_000
 N, WINDOW = 5, 3
@@ -227,7 +228,7 @@ def test_sequences_of_every_day_match_the_plain_reading(engine, records):
         alone = engine.build_sequences_day(FEATURE, d)
         assert sequences_by_user(alone) == expected_sequences(want, d), d
         assert sequences_by_user(extended[d]) == sequences_by_user(alone), d
-        written = engine.lake.read("sequences", FEATURE, days=[d])
+        written = sequences_day(engine.lake, FEATURE, d)
         assert sequences_by_user(written) == expected_sequences(want, d), d
         assert written.schema["uid"] == pl.String and "event_type" not in written.columns
     # The window and N matter here: an old day falls out, and somebody is at the cap.
@@ -295,7 +296,7 @@ def test_quality_checks_catch_a_copy_an_unsorted_sequence_and_a_missing_event(ba
     raw, _ = batch.raw_day(SOURCE, d)
     short = quality.completeness(c, "liked", raw, events.slice(1))
     assert not short.passed and short.metadata["missing"] == 1
-    seqs = lake.read("sequences", FEATURE, days=[d])
+    seqs = sequences_day(lake, FEATURE, d)
     reversed_ = seqs.with_columns([pl.col(x).list.reverse() for x in FIELDS])
     assert quality.sequence_invariants(f, reversed_, d, "uid").metadata["out_of_order"] > 0
     copied = seqs.with_columns([pl.concat_list(pl.col(x), pl.col(x).list.first()) for x in FIELDS])

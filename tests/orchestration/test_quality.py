@@ -33,6 +33,7 @@ from tests.support.quality_helpers import (
     platform_env,
     rewrite_table,
 )
+from tests.support.sequences import sequences_day
 
 D1, D2, D3 = DAYS
 
@@ -359,14 +360,14 @@ def _reversed(df: pl.DataFrame) -> pl.DataFrame:
 def test_sequence_invariants_hold_on_the_good_lake(compiled, good_lake_ro, feature):
     f = compiled.features[feature]
     for day in DAYS:
-        out = quality.sequence_invariants(f, good_lake_ro.read("sequences", feature, days=[day]), day, "user_id")
+        out = quality.sequence_invariants(f, sequences_day(good_lake_ro, feature, day), day, "user_id")
         assert out.passed, (feature, day, out.description)
         assert out.metadata["users"] > 50
 
 
 def test_sequence_invariants_fail_on_broken_sequences(compiled, good_lake_ro):
     f = compiled.features["engagements_v1"]
-    seqs = good_lake_ro.read("sequences", "engagements_v1", days=[D3])
+    seqs = sequences_day(good_lake_ro, "engagements_v1", D3)
     multi = seqs.filter(pl.col("event_id").list.len() > 1)
     assert multi.height > 10
 
