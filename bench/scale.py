@@ -4,9 +4,9 @@
     .venv/bin/python bench/scale.py --users 500 --events 30000
     make scale-bench SCALE_ARGS="--buckets 4"
 
-One run, one data set, one stack (Redis, a throwaway Postgres instance, moto S3, two dagster-celery
-workers of one step at a time each, all on loopback, ``tests/support/cluster.py``), each figure
-against a baseline measured in the same run:
+One run, one data set, one stack (Redis, a throwaway Postgres instance, moto's S3 server in a
+process of its own, two dagster-celery workers of one step at a time each, all on loopback,
+``tests/support/cluster.py``), each figure against a baseline measured in the same run:
 
 * workers: the backfill of every day as one run with ``--buckets`` user buckets on the Celery
   executor, with two workers and then with one (the other stopped). On this 2-core machine a
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.cluster import (
+    start_moto_process,
     start_postgres,
     start_redis,
     start_workers,
@@ -41,7 +42,7 @@ from tests.support.cluster import (
     write_instance_yaml,
 )
 from tests.support.envutil import scoped_env
-from tests.support.s3 import S3Bucket, start_s3_server
+from tests.support.s3 import S3Bucket
 
 TARGET = 1.3
 
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"data: {args.events:,} events, {args.users:,} users, {args.days} days ({first}..{last}); "
           f"{args.buckets} buckets", flush=True)
 
-    moto, s3 = start_s3_server()
+    moto, s3 = start_moto_process(work / "moto")
     redis = start_redis(work / "redis")
     pg = start_postgres()
     home = write_instance_yaml(work / "dagster_home", pg.url)

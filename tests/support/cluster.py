@@ -180,6 +180,31 @@ def write_instance_yaml(home: Path, postgres_url: str, run_launcher: bool = Fals
     return home
 
 
+# ---- S3 (moto) in a process of its own ---------------------------------------------------
+
+
+@dataclass
+class MotoProcess:
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def start_moto_process(folder: Path):
+    """moto's S3 server as a process of its own (``moto_server``), for a benchmark whose own process
+    should not serve S3 under the GIL; returns (MotoProcess, S3Server)."""
+    import urllib.request
+
+    from tests.support.s3 import S3Server
+
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = _popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], folder / "moto.log")
+    _wait("moto_server", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2), proc=proc)
+    return MotoProcess(proc), S3Server(f"http://127.0.0.1:{port}")
+
+
 # ---- Celery workers -------------------------------------------------------------------------
 
 
