@@ -447,11 +447,15 @@ class Lake:
             t = self.table(kind, name)
             return WriteInfo(rows=0, version=t.version() if t else None, inserted=0)
         if not self.exists(kind, name):
+            # Create the table empty, then merge like any writer. Creating it with the rows instead
+            # is not safe: a writer that loses the race to create it has its commit retried by
+            # delta-rs as a plain append, which stores the keys both writers carry twice.
             try:
-                info = self.append(kind, name, df)
-                return WriteInfo(rows=df.height, version=info.version, inserted=df.height)
-            except Exception:  # noqa: BLE001 - lost a race to create the table: merge below
-                pass
+                DeltaTable.create(self.uri(kind, name), schema=_arrow(df.head(0)).schema, mode="ignore",
+                                  partition_by=["date"], storage_options=self.storage_options)
+            except Exception:  # noqa: BLE001 - another writer created it at the same moment
+                if not self.exists(kind, name):
+                    raise
         days = df.get_column("date").unique().to_list()
         data = _arrow(df)
 

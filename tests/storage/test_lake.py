@@ -149,3 +149,29 @@ def test_a_replace_removes_what_was_committed_under_it_so_no_row_is_doubled(lake
     assert day.get_column("event_id").to_list() == ["a", "b"]  # exactly what the replace wrote
     assert day.get_column("n").to_list() == [0, 1]
     assert lake.read("events", "t", days=[D2]).get_column("event_id").to_list() == ["other-day"]
+
+
+def test_writers_that_create_a_table_at_once_store_each_key_once(tmp_path):
+    """Four writers insert the same keys into a table none of them finds: one creates it, every
+    writer merges, and each key is stored once (a lost create retried as an append doubled them)."""
+    for trial in range(3):
+        lake = Lake(str(tmp_path / f"lake{trial}"))
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def write(i: int) -> None:
+            try:
+                df = frame(D1, [f"k{j}" for j in range(50)], n0=i * 1000)
+                barrier.wait()
+                lake.insert_unseen("raw", "t", df, key="event_id")
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        ids = lake.read("raw", "t").get_column("event_id").to_list()
+        assert sorted(ids) == sorted(f"k{j}" for j in range(50))
