@@ -156,8 +156,8 @@ def test_the_file_count_sensor_compacts_open_days_past_the_trigger_one_run_at_a_
     sensor = orch.compact_on_file_count
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
-    def evaluate():
-        return sensor(dg.build_sensor_context(instance=instance, resources={"lake": resource}))
+    def evaluate(cursor=None):
+        return sensor(dg.build_sensor_context(instance=instance, resources={"lake": resource}, cursor=cursor))
 
     small_files(lake, kind, name, today, trigger - 1)
     small_files(lake, kind, name, closed, trigger + 5)  # past the horizon: the daily run's
@@ -169,17 +169,21 @@ def test_the_file_count_sensor_compacts_open_days_past_the_trigger_one_run_at_a_
     config = req.run_config["ops"]["maintain_tables"]["config"]
     assert config == {"scope": "today", "today": today.isoformat(), "tables": [label]}
     assert req.tags[orch.MAINTENANCE_TAG] == "count"
-    assert json.loads(result.cursor)["tables"] == {label: {today.isoformat(): trigger, late.isoformat(): trigger}}
-    assert evaluate().run_requests[0].run_key == req.run_key  # the same counts ask for the same run
+    cursor = json.loads(result.cursor)
+    assert cursor["tables"] == {label: {late.isoformat(): trigger, today.isoformat(): trigger}}
+    assert "nothing new" in evaluate(result.cursor).skip_message  # the same files ask for no second run
 
     # While that run has not finished, no other is asked for.
     pending = instance.create_run_for_job(orch.maintain_lake_job, run_config=req.run_config, tags=req.tags)
-    assert "still compacting" in evaluate().skip_message
+    small_files(lake, kind, name, today, 1)
+    assert "still compacting" in evaluate(result.cursor).skip_message
     instance.report_run_failed(pending)
+    again = evaluate(result.cursor)
+    assert again.run_requests[0].run_key != req.run_key and json.loads(again.cursor)["requests"] == 2
     run(lake, **config)
     counts = maintenance.partition_file_counts(lake, kind, name)
     assert counts[today] == 1 and counts[late] == 1 and counts[closed] == trigger + 5
-    assert isinstance(evaluate(), dg.SkipReason)
+    assert isinstance(evaluate(again.cursor), dg.SkipReason)
 
 
 # ---- files per partition ----------------------------------------------------------------------
