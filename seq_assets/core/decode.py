@@ -47,6 +47,11 @@ class Decoded:
     dead: pl.DataFrame  # DEAD_LETTER_SCHEMA
 
 
+# Records the native reader takes per call: bounds the text it is handed, and a record it refuses
+# sends only its slice down the slower path.
+NATIVE_CHUNK = 262_144
+
+
 def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.Series]:
     """Parse every value as a JSON object of strings; returns (fields, parsed_ok mask).
 
@@ -56,8 +61,12 @@ def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.S
     A record that reader would read differently from ``str.json_decode`` takes the slower path: a
     record spanning lines (a raw newline) and one with a field whose text starts like a nested
     value (``str.json_decode`` refuses a nested object or array for a text field, the reader
-    keeps its JSON text). Should the reader refuse something, the whole batch takes that path.
+    keeps its JSON text). Should the reader refuse something, the slice of :data:`NATIVE_CHUNK`
+    records holding it takes that path.
     """
+    if len(values) > NATIVE_CHUNK:
+        parts = [_bulk_json(values.slice(i, NATIVE_CHUNK), struct) for i in range(0, len(values), NATIVE_CHUNK)]
+        return pl.concat([f for f, _ in parts]), pl.concat([ok for _, ok in parts])
     trimmed = values.str.strip_chars()
     is_object = (trimmed.str.starts_with("{") & trimmed.str.ends_with("}")).fill_null(False)
     one_line = is_object & ~values.str.contains(r"[\r\n]").fill_null(False)

@@ -64,10 +64,14 @@ def test_records_the_reader_would_read_differently_take_the_split_path(source):
     assert reasons[nested_object].startswith("unparseable JSON") and reasons[raw_newline].startswith("unparseable JSON")
 
 
-def test_a_demo_batch_with_every_fault_decodes_as_before(source):
+@pytest.mark.parametrize("chunk", [decode.NATIVE_CHUNK, 1_000])
+def test_a_demo_batch_with_every_fault_decodes_as_before(source, chunk, monkeypatch):
+    monkeypatch.setattr(decode, "NATIVE_CHUNK", chunk)  # 1_000: the batch in slices, one refused alone
     lines = generate_event_lines(DemoSpec(users=300, days=2, events=20_000, seed=3, end_date=date(2026, 3, 2)))
-    ok = assert_same_as_split_path(source, lines["value"].to_list())
-    assert 0 < (~ok).sum() < 100  # the cut records, and nothing else, fail to parse
+    values = lines["value"].to_list()
+    values[1_500] = '{"event_id": "x", "user_id": 7,}'  # looks like an object; the reader refuses it
+    ok = assert_same_as_split_path(source, values)
+    assert 0 < (~ok).sum() < 100 and not ok[1_500]  # the cut records, and nothing else, fail to parse
 
 
 def _landing(root, days_lines: dict[date, list[str]]) -> None:
