@@ -190,7 +190,8 @@ def _day_paths(lake: Lake, kind: str, name: str, version: int, day: str) -> set[
     return set(adds.filter(pl.col("partition.date").cast(pl.String) == day).get_column("path").to_list())
 
 
-def replace_settling(lake: Lake, kind: str, name: str, table: DeltaTable, day: date, now_ms: int) -> bool:
+def replace_settling(lake: Lake, kind: str, name: str, table: DeltaTable, day: date, now_ms: int,
+                     recent: list[dict] | None = None) -> bool:
     """Whether a partition replace of ``day`` still has to drop files another writer committed
     between the version it was built on and its own commit (``Lake._drop_survivors``).
 
@@ -199,7 +200,8 @@ def replace_settling(lake: Lake, kind: str, name: str, table: DeltaTable, day: d
     for it yet.
     """
     iso = day.isoformat()
-    recent = _history_since(table, now_ms - REPLACE_SETTLE_MS)
+    if recent is None:  # the table's commits of the look-back (a caller checking many days reads them once)
+        recent = _history_since(table, now_ms - REPLACE_SETTLE_MS)
     dropped = {h[DROPS_FOR] for h in recent if DROPS_FOR in h}
     for h in recent:
         if WRITE_ID not in h or h[WRITE_ID] in dropped or iso not in h.get(WRITE_DAYS, "").split(","):
@@ -294,6 +296,7 @@ def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now
     """
     out = CompactionRun()
     whole = set(whole)
+    history: dict[int, list[dict]] = {}  # the look-back's commits, per table version planned on
     for day, least in sorted(min_files.items()):
         def attempt(day: date = day, least: int = least) -> tuple[int, int, int] | None:
             table = lake.table(kind, name)
@@ -308,7 +311,11 @@ def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now
             size = compaction_target(list(zip(sizes, rows)), least, target_size, whole=day in whole)
             if size is None:
                 return None
-            if replace_settling(lake, kind, name, table, day, now_ms):
+            version = table.version()
+            if version not in history:
+                history.clear()
+                history[version] = _history_since(table, now_ms - REPLACE_SETTLE_MS)
+            if replace_settling(lake, kind, name, table, day, now_ms, history[version]):
                 out.settling.append(day.isoformat())
                 return None
             if dry_run:
