@@ -330,7 +330,7 @@ class WarmRunLauncher(DefaultRunLauncher):
                 self._run_ended(run_id, pid, self._grace)
             if not _alive(pid):
                 self._cancel_if_unfinished(run_id, f"its run worker process {pid} stopped after {sent}")
-        except Exception:  # noqa: BLE001 - never let a terminate thread take anything down; monitoring remains
+        except Exception:
             log.exception("terminating run %s", run_id)
 
     def _cancel_if_unfinished(self, run_id: str, why: str) -> None:

@@ -45,7 +45,15 @@ import polars as pl
 from deltalake import DeltaTable, WriterProperties
 
 from seq_assets.core import snapshots
-from seq_assets.storage.lake import DROPS_FOR, READ_VERSION, WRITE_DAYS, WRITE_ID, Lake, add_actions, with_retries
+from seq_assets.storage.lake import (
+    DROPS_FOR,
+    READ_VERSION,
+    WRITE_DAYS,
+    WRITE_ID,
+    Lake,
+    add_actions,
+    with_retries,
+)
 from seq_assets.storage.sql import list_tables
 
 if TYPE_CHECKING:  # handed compiled definitions

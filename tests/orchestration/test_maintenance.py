@@ -13,7 +13,10 @@ import pytest
 from seq_assets.core import quality
 from seq_assets.core.days import day_start_ms, today_utc
 from seq_assets.orchestration import maintenance as orch
-from seq_assets.orchestration.checks import build_sequence_checks, sequences_freshness_check
+from seq_assets.orchestration.checks import (
+    build_sequence_checks,
+    sequences_freshness_check,
+)
 from seq_assets.orchestration.resources import LakeResource
 from seq_assets.storage import maintenance
 from seq_assets.storage.lake import Lake
