@@ -24,6 +24,7 @@ from datetime import date
 
 import dagster as dg
 
+from seq_assets.core import snapshots
 from seq_assets.core.compiled import Compiled
 from seq_assets.orchestration import assets
 from seq_assets.orchestration.assets import (
@@ -152,7 +153,8 @@ def sequence_asset(compiled: Compiled, table: str, buckets: int) -> dg.AssetsDef
         written = sorted({date.fromisoformat(d["day"]) for part in staged for d in part})
         engine.lake.commit_staged("sequences", table, [d["staged"] for part in staged for d in part], written)
         forget_outputs(engine.lake, context.run_id, _bucket_steps(context, stages))
-        built = ((day, engine.lake.read("sequences", table, days=[day])) for day in days)
+        # A day's partition may hold only the users that changed: read what readers see for the day.
+        built = ((day, snapshots.sequences_as_of(engine.lake, compiled, table, day)) for day in days)
         yield sequence_result(compiled, engine, table, days, built, context.log)
 
     return dg.graph_multi_asset(
