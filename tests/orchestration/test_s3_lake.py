@@ -140,6 +140,25 @@ def test_seqctl_show_is_the_same(built, capsys):
     assert out[s3.root] == out[local.root] and user in out[local.root]
 
 
+def test_analysis_assets_write_the_same_tables(built):
+    """The analysis assets (DuckDB over the lake views) on each lake, storage options from the config."""
+    from dagster_duckdb import DuckDBResource
+
+    from seq_assets.orchestration.analysis_assets import build_analysis_assets
+
+    local, s3, _, _, _ = built
+    for lake in (local, s3):
+        resource = LakeResource(uri=lake.root, storage_options=lake.storage_options or {})
+        with scoped_env(SEQ_STORAGE_OPTIONS=None):
+            result = dg.materialize(build_analysis_assets(load_compiled()), partition_key=DAYS[-1].isoformat(),
+                                    resources={"lake": resource, "duckdb": DuckDBResource(database=":memory:")})
+        assert result.success
+    names = local.table_names("analysis")
+    assert s3.table_names("analysis") == names and names
+    for name in names:
+        assert comparable(s3.read("analysis", name)).equals(comparable(local.read("analysis", name))), name
+
+
 def _fresh_events(local: Lake) -> pl.DataFrame:
     """A few of the last day's pin_click events again on the next day, with new ids."""
     last = local.read("events", "pin_click", days=[DAYS[-1]]).head(30)
