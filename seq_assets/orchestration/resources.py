@@ -15,7 +15,11 @@ class LakeResource(dg.ConfigurableResource):
     """The Delta lake, the landing area and the engine over them.
 
     Empty settings fall back to ``SEQ_LAKE_URI``, ``SEQ_STORAGE_OPTIONS`` and ``SEQ_LANDING_DIR``,
-    read in each process that runs a step (a worker on another machine reads its own).
+    read in each process that runs a step (a worker on another machine reads its own). Set in the
+    run config (``resources: {lake: {config: {uri: s3://..., storage_options: {...}, landing_uri:
+    s3://...}}}``) they travel with the run to every worker and step process, which then need no
+    settings of their own; ``storage_options`` reach every table, reader and the landing area
+    (``docs/object-storage.md``).
     """
 
     uri: str = ""

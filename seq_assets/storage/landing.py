@@ -41,7 +41,12 @@ class Landing:
     def _list(self, uri: str, files: bool) -> list[str]:
         """The files (or folders) directly in ``uri``, as URIs under the root, in name order;
         hidden names (a leading ``.``) are left out, as a shell glob leaves them."""
-        fs, path = objects.filesystem(uri, self.storage_options)
+        try:
+            fs, path = objects.filesystem(uri, self.storage_options)
+        except ValueError:  # a store pyarrow's clients are not configured for here (gs://, az://)
+            from deltalake.fs import DeltaStorageHandler
+
+            fs, path = pafs.PyFileSystem(DeltaStorageHandler(uri, self.storage_options)), ""
         kind = pafs.FileType.File if files else pafs.FileType.Directory
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         return sorted(f"{uri}/{i.base_name}" for i in infos
