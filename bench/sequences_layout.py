@@ -141,7 +141,25 @@ def phase_read(a) -> dict:
     return out
 
 
-PHASES = {"events": phase_events, "sequences": phase_sequences, "read": phase_read}
+def phase_daily(a) -> dict:
+    """The newest day built again alone, as the daily asset builds yesterday: from its window, and,
+    on a day of changes, compared with the day before as the table resolves it."""
+    from seq_assets.core.engine import Engine
+    from seq_assets.storage.lake import Lake
+
+    engine = Engine(_compiled(a.period), Lake(_lake_dir(a, a.period)))
+    last = date.fromisoformat(a.end_date)
+    out = {}
+    for table in engine.compiled.features:
+        t = time.perf_counter()
+        ((_, _, w),) = list(engine.sequences_days(table, [last]))
+        out[table] = {"seconds": time.perf_counter() - t, "bytes": w.bytes_written, "changed_users": w.changed_users,
+                      "full": w.full_snapshot}
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return out
+
+
+PHASES = {"events": phase_events, "sequences": phase_sequences, "read": phase_read, "daily": phase_daily}
 
 
 def main() -> None:
@@ -183,6 +201,14 @@ def main() -> None:
     print(f"\nsequences run: {before['seconds']:.1f} s before, {after['seconds']:.1f} s after "
           f"({after['seconds'] / before['seconds']:.2f}x); peak memory {before['peak_rss_gib']:.2f} GiB before, "
           f"{after['peak_rss_gib']:.2f} GiB after")
+    daily = {k: run_phase(__file__, "daily", [*shape, "--period", str(k)]) for k in PERIODS}
+    for table in before["tables"]:
+        b, x = daily[PERIODS[0]][table], daily[PERIODS[1]][table]
+        print(f"{table} newest day built again alone (the daily run): {b['seconds']:.1f} s before, "
+              f"{x['seconds']:.1f} s after ({x['seconds'] / b['seconds']:.2f}x); {b['bytes'] / 1e6:.1f} MB before, "
+              f"{x['bytes'] / 1e6:.1f} MB after, {x['changed_users']:,} changed users")
+    print(f"daily run peak memory: {daily[PERIODS[0]]['peak_rss_gib']:.2f} GiB before, "
+          f"{daily[PERIODS[1]]['peak_rss_gib']:.2f} GiB after")
     read = run_phase(__file__, "read", shape)
     for table, r in read.items():
         print(f"{table} newest day: equal in both layouts: {r['equal']}; read {r['read_seconds_1']:.2f} s before, "
