@@ -18,7 +18,12 @@ import polars as pl
 from seq_assets.core import snapshots
 from seq_assets.core.buckets import user_bucket
 from seq_assets.core.compiled import Compiled, polars_type, source_types
-from seq_assets.core.days import day_start_ms, days_between, end_of_day_ms, event_time_ms
+from seq_assets.core.days import (
+    day_start_ms,
+    days_between,
+    end_of_day_ms,
+    event_time_ms,
+)
 from seq_assets.core.decode import Decoded, decode_records
 from seq_assets.core.executors import EXECUTORS
 from seq_assets.core.kernel import (
