@@ -33,6 +33,7 @@ log = logging.getLogger("seqplat.serve")
 
 STOP_SECONDS = 2.5
 DRAIN_SECONDS = 1
+READY_TIMEOUT_S = 900  # how long a loaded worker waits for the others before it serves alone
 
 
 def _exit_after(seconds: float, code: int) -> None:
@@ -76,7 +77,7 @@ def cmd_serve(args) -> int:
     return _serve(args, shard)
 
 
-def _serve(args, shard, sock: socket.socket | None = None, shared_dir: str | None = None) -> int:
+def _serve(args, shard, sock: socket.socket | None = None, shared_dir: str | None = None, ready=None) -> int:
     import uvicorn
 
     from seq_assets.serving.app import create_app
@@ -91,6 +92,8 @@ def _serve(args, shard, sock: socket.socket | None = None, shared_dir: str | Non
     if not args.no_tail:
         KafkaTail(service, args.bootstrap or settings.kafka_bootstrap()).start()
     app = create_app(service, tenants=Tenants.load(settings.tenants_file()), refresh_seconds=args.refresh)
+    if ready is not None:
+        ready()
     if sock is None:
         print(f"serving on http://{args.host}:{args.port}" + (f" (shard {shard})" if shard else ""), flush=True)
 
@@ -120,10 +123,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(args, shard, sock: socket.socket, shared_dir: str) -> None:
+def _worker(args, shard, sock: socket.socket, shared_dir: str, loaded) -> None:
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(name)s: %(message)s")
-    sys.exit(_serve(args, shard, sock, shared_dir))
+
+    def ready():
+        # No worker accepts before every worker has loaded: an answer from the port means all of
+        # them serve (the first to load would otherwise take every connection while the rest load).
+        try:
+            loaded.wait(timeout=READY_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            log.warning("not every worker loaded (one exited, or %ss passed): serving anyway", READY_TIMEOUT_S)
+
+    sys.exit(_serve(args, shard, sock, shared_dir, ready))
 
 
 def _serve_workers(args, shard) -> int:
@@ -151,7 +163,8 @@ def _serve_workers(args, shard) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold polars' threads
-    workers = [ctx.Process(target=_worker, args=(args, shard, sock, shared_dir), name=f"serve-worker-{i}")
+    loaded = ctx.Barrier(args.workers)
+    workers = [ctx.Process(target=_worker, args=(args, shard, sock, shared_dir, loaded), name=f"serve-worker-{i}")
                for i in range(args.workers)]
     try:
         for w in workers:
@@ -159,6 +172,8 @@ def _serve_workers(args, shard) -> int:
         print(f"serving on http://{args.host}:{args.port} with {args.workers} workers"
               + (f" (shard {shard})" if shard else "") + f", snapshots shared in {shared_dir}", flush=True)
         while not stop.wait(0.2):
+            if not all(w.is_alive() for w in workers):
+                loaded.abort()  # a worker that died while loading: the others serve without it
             if not any(w.is_alive() for w in workers):
                 log.warning("every worker has exited")
                 break
