@@ -23,7 +23,7 @@ class LakeResource(dg.ConfigurableResource):
     """
 
     uri: str = ""
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
     landing_uri: str = ""
 
     def lake(self) -> Lake:
