@@ -311,6 +311,12 @@ def _smaps_rollup_mib(pid: int) -> dict[str, float]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _worker_pids(pid: int) -> list[int]:
     """The worker processes ``seqctl serve --workers K`` started (multiprocessing spawn children)."""
     pids = []
@@ -398,7 +404,9 @@ def workers_figures(a, users: list[int]) -> dict:
             http_load(port, paths[:300], 1.0, a.concurrency)  # warm-up
             _log(f"workers={k}: {a.concurrency} connections for {a.http_seconds:.0f}s")
             spy = _profile(pids[0], a.http_seconds, Path(a.workdir) / f"profile-{k}.txt") if a.profile else None
+            cpu0 = {p: _cpu_seconds(p) for p in pids}
             res = http_load(port, paths, a.http_seconds, a.concurrency)
+            res["cpu_seconds"] = {str(p): _cpu_seconds(p) - cpu0[p] for p in pids}  # how the load spread
             if spy is not None:
                 spy.wait(timeout=60)
             res["processes"] = {str(p): _smaps_rollup_mib(p) for p in pids}
@@ -430,8 +438,8 @@ def workers_figures(a, users: list[int]) -> dict:
 def print_workers(a, wf: dict) -> None:
     one, many = wf["1"], wf[str(a.workers_k)]
     for k, r in (("1", one), (str(a.workers_k), many)):
-        mem = "; ".join(f"pid {p}: Rss {m['Rss']:.0f} Pss {m['Pss']:.0f} (shmem {m.get('Pss_Shmem', 0):.0f})"
-                        for p, m in r["processes"].items())
+        mem = "; ".join(f"pid {p}: Rss {m['Rss']:.0f} Pss {m['Pss']:.0f} (shmem {m.get('Pss_Shmem', 0):.0f}), "
+                        f"{r['cpu_seconds'][p]:.1f} CPU s under the load" for p, m in r["processes"].items())
         print(f"(f) HTTP json {a.concurrency} conns, {k} worker(s)  p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms "
               f"(target <= 10)   {r['rps']:,.0f} requests/s   statuses {r['statuses']}")
         print(f"    memory MiB: {mem}" + (f"; parent Pss {r['parent']['Pss']:.0f}" if "parent" in r else "")

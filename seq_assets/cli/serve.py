@@ -8,7 +8,7 @@ is still running when the time is up is left to the process exit. ``STOP_SECONDS
 ``make dev`` gives each child before SIGKILL (scripts/supervise.sh).
 
 ``--shard I/N`` serves one shard of the users (``seq_assets.serving.shards``); ``--workers K`` runs K
-worker processes on one listening socket, bound here and handed to each, sharing one memory-mapped
+worker processes on one port (SO_REUSEPORT: the kernel spreads connections), sharing one memory-mapped
 copy of each snapshot (``seq_assets.serving.shared``). The parent only supervises: on SIGTERM,
 SIGINT or SIGHUP it sends the workers SIGTERM (each stops as one server does), SIGKILLs any left
 after ``STOP_SECONDS`` and removes the shared folder. See docs/serving-scale.md.
@@ -77,7 +77,8 @@ def cmd_serve(args) -> int:
     return _serve(args, shard)
 
 
-def _serve(args, shard, sock: socket.socket | None = None, shared_dir: str | None = None, ready=None) -> int:
+def _serve(args, shard, shared_dir: str | None = None, ready=None) -> int:
+    """One server process; a worker's ``ready()``, called once it has loaded, returns its socket."""
     import uvicorn
 
     from seq_assets.serving.app import create_app
@@ -92,8 +93,7 @@ def _serve(args, shard, sock: socket.socket | None = None, shared_dir: str | Non
     if not args.no_tail:
         KafkaTail(service, args.bootstrap or settings.kafka_bootstrap()).start()
     app = create_app(service, tenants=Tenants.load(settings.tenants_file()), refresh_seconds=args.refresh)
-    if ready is not None:
-        ready()
+    sock = ready() if ready is not None else None
     if sock is None:
         print(f"serving on http://{args.host}:{args.port}" + (f" (shard {shard})" if shard else ""), flush=True)
 
@@ -123,7 +123,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(args, shard, sock: socket.socket, shared_dir: str, loaded) -> None:
+def _listening_socket(host: str, port: int, listen: bool) -> socket.socket:
+    """A TCP socket on ``host:port`` with SO_REUSEPORT: the workers' listening sockets share the port
+    and the kernel spreads new connections over them (one socket shared by all, each worker's accept
+    loop races the others and the first awake takes a burst of connections)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(2048)
+    return sock
+
+
+def _worker(args, shard, port: int, shared_dir: str, loaded) -> None:
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(name)s: %(message)s")
 
@@ -134,23 +147,25 @@ def _worker(args, shard, sock: socket.socket, shared_dir: str, loaded) -> None:
             loaded.wait(timeout=READY_TIMEOUT_S)
         except threading.BrokenBarrierError:
             log.warning("not every worker loaded (one exited, or %ss passed): serving anyway", READY_TIMEOUT_S)
+        return _listening_socket(args.host, port, listen=True)
 
-    sys.exit(_serve(args, shard, sock, shared_dir, ready))
+    sys.exit(_serve(args, shard, shared_dir, ready))
 
 
 def _serve_workers(args, shard) -> int:
-    """K workers on one socket bound here, sharing the snapshots in one folder; this process supervises."""
+    """K workers on one port, sharing the snapshots in one folder; this process supervises.
+
+    The port is bound here first (not listening: it takes no connections) so that a taken port fails
+    at once (only sockets of the same user with SO_REUSEPORT can share it); each worker listens on it
+    with SO_REUSEPORT once every worker has loaded."""
     from seq_assets.serving.shared import default_dir
 
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock = _listening_socket(args.host, args.port, listen=False)
     except OSError as e:
         print(f"seqctl serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 3
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
     owned_dir = args.shared_dir is None
     shared_dir = args.shared_dir or tempfile.mkdtemp(prefix="seqserve-", dir=default_dir())
     stop = threading.Event()
@@ -164,12 +179,12 @@ def _serve_workers(args, shard) -> int:
         signal.signal(sig, on_signal)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold polars' threads
     loaded = ctx.Barrier(args.workers)
-    workers = [ctx.Process(target=_worker, args=(args, shard, sock, shared_dir, loaded), name=f"serve-worker-{i}")
+    workers = [ctx.Process(target=_worker, args=(args, shard, port, shared_dir, loaded), name=f"serve-worker-{i}")
                for i in range(args.workers)]
     try:
         for w in workers:
             w.start()
-        print(f"serving on http://{args.host}:{args.port} with {args.workers} workers"
+        print(f"serving on http://{args.host}:{port} with {args.workers} workers"
               + (f" (shard {shard})" if shard else "") + f", snapshots shared in {shared_dir}", flush=True)
         while not stop.wait(0.2):
             if not all(w.is_alive() for w in workers):
@@ -209,7 +224,7 @@ def add_serve_command(sub) -> None:
     p.add_argument("--shard-urls", default=None, metavar="URL,URL,...",
                    help="where each shard answers, in shard order, named in 421s (default SEQ_SERVE_SHARDS)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes sharing one socket and one memory-mapped copy of the snapshots")
+                   help="worker processes sharing one port and one memory-mapped copy of the snapshots")
     p.add_argument("--shared-dir", default=None,
                    help="the folder the workers share snapshots in (default a fresh one in /dev/shm, removed on exit)")
     p.set_defaults(fn=cmd_serve)
