@@ -224,14 +224,27 @@ class Workers:
         finally:
             app.close()
 
+    def wait(self, timeout: float = 180.0) -> None:
+        """Until every worker answers a ping (stopping them all if one does not)."""
+        try:
+            _wait(f"{len(self.names)} celery workers", lambda: set(self.names) <= self.ping(), timeout=timeout)
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            tails = "\n".join(log.read_text()[-2000:] for log in self.logs if log.exists())
+            raise RuntimeError(f"celery workers did not answer:\n{tails}") from None
+
     def stop(self) -> None:
         for p in self.procs:
             stop_process(p)
 
 
-def start_workers(count: int, broker: str, backend: str, env: dict, folder: Path, concurrency: int = 1) -> Workers:
+def start_workers(count: int, broker: str, backend: str, env: dict, folder: Path, concurrency: int = 1,
+                  wait: bool = True) -> Workers:
     """``count`` dagster-celery workers (``celery -A dagster_celery.app worker``), each taking one
-    step at a time, with ``env`` (the ``SEQ_*`` settings) added to this process's environment."""
+    step at a time, with ``env`` (the ``SEQ_*`` settings) added to this process's environment.
+    (The code is imported by each pool process on its first step, not before the fork: polars must
+    not be imported by a process that forks.) ``wait=False`` returns at once: call
+    ``Workers.wait`` before using them."""
     folder.mkdir(parents=True, exist_ok=True)
     procs, names, logs = [], [], []
     tag = os.urandom(3).hex()
@@ -246,12 +259,8 @@ def start_workers(count: int, broker: str, backend: str, env: dict, folder: Path
         names.append(name)
         logs.append(log)
     workers = Workers(procs, names, broker, logs)
-    try:
-        _wait(f"{count} celery workers", lambda: set(names) <= workers.ping(), timeout=120)
-    except (TimeoutError, RuntimeError):
-        workers.stop()
-        tails = "\n".join(log.read_text()[-2000:] for log in logs if log.exists())
-        raise RuntimeError(f"celery workers did not answer:\n{tails}") from None
+    if wait:
+        workers.wait()
     return workers
 
 
@@ -285,18 +294,21 @@ def scale_out_stack(folder: Path, s3, workers: int = 2, extra_env: dict | None =
     try:
         redis = start_redis(folder / "redis")
         started.append(redis)
-        pg = start_postgres()
-        started.append(pg)
-        home = write_instance_yaml(folder / "dagster_home", pg.url)
+        home = folder / "dagster_home"
         bucket = S3Bucket(s3, s3.new_bucket("lake"))
         env = {"SEQ_LAKE_URI": bucket.uri("lake"), "SEQ_STORAGE_OPTIONS": json.dumps(s3.storage_options()),
                "SEQ_EXECUTOR": "celery", "SEQ_CELERY_BROKER": redis.url, "SEQ_CELERY_BACKEND": redis.url,
                "DAGSTER_HOME": str(home), **(extra_env or {})}
-        stack = Stack(redis, pg, home, env)
-        stack.bucket = bucket
-        if workers:
-            stack.workers = start_workers(workers, redis.url, redis.url, env, folder / "workers")
-            started.append(stack.workers)
+        # The workers start while Postgres is created: they need it only once they take a step.
+        pool = start_workers(workers, redis.url, redis.url, env, folder / "workers", wait=False) if workers else None
+        if pool is not None:
+            started.append(pool)
+        pg = start_postgres()
+        started.insert(1, pg)
+        write_instance_yaml(home, pg.url)
+        stack = Stack(redis, pg, home, env, bucket=bucket, workers=pool)
+        if pool is not None:
+            pool.wait()
         yield stack
     finally:
         for part in reversed(started):
