@@ -438,7 +438,8 @@ def workers_figures(a, users: list[int]) -> dict:
 def print_workers(a, wf: dict) -> None:
     one, many = wf["1"], wf[str(a.workers_k)]
     for k, r in (("1", one), (str(a.workers_k), many)):
-        mem = "; ".join(f"pid {p}: Rss {m['Rss']:.0f} Pss {m['Pss']:.0f} (shmem {m.get('Pss_Shmem', 0):.0f}), "
+        mem = "; ".join(f"pid {p}: Rss {m['Rss']:.0f} Pss {m['Pss']:.0f} (anon {m.get('Pss_Anon', 0):.0f}, "
+                        f"shmem {m.get('Pss_Shmem', 0):.0f}), "
                         f"{r['cpu_seconds'][p]:.1f} CPU s under the load" for p, m in r["processes"].items())
         print(f"(f) HTTP json {a.concurrency} conns, {k} worker(s)  p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms "
               f"(target <= 10)   {r['rps']:,.0f} requests/s   statuses {r['statuses']}")

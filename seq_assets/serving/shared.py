@@ -14,7 +14,9 @@ pages until it swaps).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -128,6 +130,15 @@ def map_snapshot(folder: Path, snapshot_type):
     return snapshot_type(day, user_ids, offsets, Events(cols, valid), meta["written_ms"], vocabs)
 
 
+def _give_back_freed_memory() -> None:
+    """glibc keeps freed heap for reuse; a builder that has written its snapshot returns it (Linux)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class SharedSnapshots:
     """The shared folder of one server's workers; ``tag`` (the shard) keeps shards apart in it."""
 
@@ -154,6 +165,8 @@ class SharedSnapshots:
                     shutil.rmtree(tmp, ignore_errors=True)
                     log.warning("snapshot of %s not shared between workers (%s): held in this worker", table, e)
                     return snap
+                del snap  # the mapped copy replaces it in this worker too
+                _give_back_freed_memory()
                 (tmp / "done").touch()
                 shutil.rmtree(folder, ignore_errors=True)
                 tmp.rename(folder)
