@@ -3,6 +3,7 @@
     .venv/bin/python bench/raw_cost.py --workdir /tmp/cost2m ours     # 7 days of write_raw_batch_day, one engine
     .venv/bin/python bench/raw_cost.py --workdir /tmp/cost2m duckdb   # the hand-written job's step 1
     .venv/bin/python bench/raw_cost.py --workdir /tmp/cost2m parts    # CPU seconds of each part of ours
+    .venv/bin/python bench/raw_cost.py --workdir /tmp/cost2m ours-text  # ours with every record on the text path
 
 CPU seconds of the process are less disturbed than wall time by other work on a shared machine;
 alternate ``ours`` and ``duckdb`` to compare them.
@@ -33,7 +34,7 @@ def cpu() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["ours", "duckdb", "parts"])
+    p.add_argument("what", choices=["ours", "ours-text", "duckdb", "parts"])
     p.add_argument("--workdir", default="/tmp/seqbench")
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--end-date", default="2026-03-07")
@@ -54,11 +55,15 @@ def main() -> None:
     from seq_assets.core.engine import Engine
 
     engine = Engine(settings.load_compiled(), settings.lake(), settings.landing())
-    if a.what == "ours":
+    if a.what == "ours-text":  # the decoder before the typed parse: the baseline of that change
+        from seq_assets.core import decode
+
+        decode.TYPED_PARSE = False
+    if a.what in ("ours", "ours-text"):
         t, c = time.perf_counter(), cpu()
         for day in days:
             engine.write_raw_batch_day(SOURCE, day)
-        print(f"ours wall {time.perf_counter() - t:.2f} s, cpu {cpu() - c:.2f} s")
+        print(f"{a.what} wall {time.perf_counter() - t:.2f} s, cpu {cpu() - c:.2f} s")
         return
     parts(engine, days)
 

@@ -87,18 +87,75 @@ def _bulk_json(values: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.S
     return merged.drop("_at", "_ok"), is_object.scatter(redo.arg_true(), ok)
 
 
-def _native_ndjson(lines: pl.Series, struct: pl.Struct) -> pl.DataFrame | None:
+def _native_ndjson(lines: pl.Series, struct: pl.Struct | dict, ignore_errors: bool = False) -> pl.DataFrame | None:
     """``lines`` (one JSON object each, no raw newline) through polars' NDJSON reader, one row per
-    line with the fields of ``struct`` as text; None when the reader refuses any of them."""
-    schema = struct.to_schema()
+    line with the fields of ``struct`` (as text, or the types of a schema dict); None when the
+    reader refuses any of them. ``ignore_errors`` makes a value of another type null."""
+    schema = struct.to_schema() if isinstance(struct, pl.Struct) else struct
     if lines.is_empty():
         return pl.DataFrame(schema=schema)
     buffer = lines.str.join("\n").cast(pl.Binary).item()
     try:
-        out = pl.read_ndjson(io.BytesIO(buffer), schema=schema)
+        out = pl.read_ndjson(io.BytesIO(buffer), schema=schema, ignore_errors=ignore_errors)
     except Exception:  # noqa: BLE001 - polars raises ComputeError or its own panics for bad JSON
         return None
     return out if out.height == len(lines) else None
+
+
+# Definition types the fast path parses straight into their type (the reader takes a JSON integer
+# for Int64 and true/false for Boolean, nothing else: a value of another type reads as null).
+_PARSED_TYPES = {"int64": pl.Int64, "bool": pl.Boolean}
+TYPED_PARSE = True  # False: every record through the text path (the tests compare the two)
+
+
+def parsed_types(source: dict) -> dict[str, pl.DataType]:
+    """The fields :func:`decode_records` parses straight into their type: the required ``int64``
+    and ``bool`` fields. A null there is a dead letter anyway, so a record with one (missing, or
+    a value of another type the text path might still accept, like ``"7"``) can take the text path
+    at no cost to the others; an optional field stays text (null is common there)."""
+    if not TYPED_PARSE:
+        return {}
+    return {f: _PARSED_TYPES[t] for f, t in source["schema"].items() if f in source["required"] and t in _PARSED_TYPES}
+
+
+def _bulk_typed(values: pl.Series, struct: pl.Struct, types: dict[str, pl.DataType]
+                ) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+    """The fast parse: every value through polars' NDJSON reader with ``types`` for those fields
+    (text for the others), in slices of :data:`NATIVE_CHUNK`. Returns (fields of the records it
+    took, their positions, the positions of the others).
+
+    A record is taken when it is one JSON object on one line, every field of ``types`` reads as
+    non-null, and no text field looks nested (see :func:`_bulk_json`). Those read exactly as the
+    text path reads them: a JSON integer's text casts back to the same Int64, ``true``/``false``
+    to the same Boolean. Every other record, and every record of a slice the reader refuses,
+    goes to the text path (:func:`_bulk_json`), so each decodes exactly as it did there.
+    """
+    schema = {f: types.get(f, pl.String) for f in struct.to_schema()}
+    text = [f for f, t in schema.items() if t == pl.String]
+    fast, fast_at, slow_at = [], [], []
+    for start in range(0, len(values), NATIVE_CHUNK):
+        part = values.slice(start, NATIVE_CHUNK)
+        at = pl.int_range(start, start + len(part), dtype=pl.UInt32, eager=True)
+        # No copy of the text: a record with blanks around it or a raw newline goes to the text path.
+        one_line = (part.str.starts_with("{") & part.str.ends_with("}")
+                    & ~part.str.contains(r"[\r\n]")).fill_null(False)
+        native = _native_ndjson(part.filter(one_line), schema, ignore_errors=True)
+        if native is None:
+            slow_at.append(at)
+            continue
+        checks = [pl.col(f).is_not_null() for f in types]
+        if text:
+            checks.append(~pl.any_horizontal(
+                pl.col(c).str.starts_with("{") | pl.col(c).str.starts_with("[") for c in text).fill_null(False))
+        ok = native.select(pl.all_horizontal(checks)).to_series()
+        take = one_line.scatter(one_line.arg_true(), ok) if not one_line.all() else ok
+        fast.append(native.filter(ok))
+        fast_at.append(at.filter(take))
+        slow_at.append(at.filter(~take))
+    if not fast:
+        fast, fast_at = [pl.DataFrame(schema=schema)], [pl.Series([], dtype=pl.UInt32)]
+    return (pl.concat(fast), pl.concat(fast_at),
+            pl.concat(slow_at) if slow_at else pl.Series([], dtype=pl.UInt32))
 
 
 def _split_json(cleaned: pl.Series, good: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.Series]:
@@ -150,33 +207,18 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
     to_parse = pl.when(too_big).then(pl.lit("{}")).otherwise(values) if too_big.any() else None
     parse_values = values.to_frame().select(to_parse.alias("value")).to_series() if to_parse is not None else values
     struct = pl.Struct({f: pl.String for f in schema})
-    fields, parsed = _bulk_json(parse_values, struct)
-
-    reason = (
-        pl.when(pl.col("_big")).then(pl.lit(f"record larger than {source['max_record_bytes']} bytes"))
-        .when(~pl.col("_parsed")).then(pl.lit("unparseable JSON: not a JSON object"))
-    )
-    typed = []
-    for f, t in schema.items():
-        dtype = polars_type(t)
-        raw = pl.col(f)
-        if f == source["time_field"]:
-            conv = event_time_ms(source, raw)  # epoch ms, whatever the unit or form it arrives in
-        elif t == "timestamp":
-            conv = parse_timestamp(raw)
-        elif dtype == pl.Boolean:
-            conv = pl.when(raw == "true").then(True).when(raw == "false").then(False).otherwise(None)
-        else:
-            # strict=False turns "abc" (or "1.5" for an integer) into null, caught as mistyped below.
-            conv = raw.cast(dtype, strict=False)
-        typed.append(conv.alias(f))
-        if f in source["required"]:
-            reason = reason.when(raw.is_null()).then(pl.lit(f"missing field {f!r}"))
-        reason = reason.when(raw.is_not_null() & conv.is_null()).then(
-            pl.format(f"mistyped field {f!r}: {{}} is not {t}", raw.str.slice(0, 80)))
-    frame = pl.concat([fields, values.to_frame(), meta], how="horizontal").with_columns(
-        _big=too_big, _parsed=parsed)
-    frame = frame.with_columns(reason.otherwise(None).alias("reason")).with_columns(typed)
+    types = parsed_types(source)
+    if not types:
+        fields, parsed = _bulk_json(parse_values, struct)
+        typed = _typed(source, fields.with_columns(_big=too_big, _parsed=parsed))
+    else:
+        fast, fast_at, slow_at = _bulk_typed(parse_values, struct, types)
+        typed = _typed(source, fast.with_columns(_big=too_big.gather(fast_at), _parsed=pl.lit(True)))
+        if len(slow_at):
+            fields, parsed = _bulk_json(parse_values.gather(slow_at), struct)
+            slow = _typed(source, fields.with_columns(_big=too_big.gather(slow_at), _parsed=parsed))
+            typed = typed.with_columns(_at=fast_at).merge_sorted(slow.with_columns(_at=slow_at), "_at").drop("_at")
+    frame = pl.concat([typed, values.to_frame(), meta], how="horizontal")
     frame = frame.with_columns(pl.from_epoch(pl.col(source["time_field"]), time_unit="ms").dt.date().alias("date"))
     now = pl.lit(ingested_at).cast(pl.Datetime("us", "UTC"))
     # A dead letter is dated by its event time when that parsed, else by the day it arrived.
@@ -190,6 +232,38 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
         valid = valid.with_columns(derived_event_id(source))
     valid = valid.select(*source_types(source), *META_SCHEMA, now.alias("ingested_at"), "date")
     return Decoded(valid=valid, dead=dead.cast(DEAD_LETTER_SCHEMA))
+
+
+def _typed(source: dict, fields: pl.DataFrame) -> pl.DataFrame:
+    """The schema's fields typed, and ``reason`` (null for a good record), from parsed ``fields``
+    (text, or already typed by the fast parse) with ``_big`` and ``_parsed`` per record."""
+    reason = (
+        pl.when(pl.col("_big")).then(pl.lit(f"record larger than {source['max_record_bytes']} bytes"))
+        .when(~pl.col("_parsed")).then(pl.lit("unparseable JSON: not a JSON object"))
+    )
+    typed = []
+    for f, t in source["schema"].items():
+        dtype = polars_type(t)
+        raw = pl.col(f)
+        have = fields.schema[f]
+        if f == source["time_field"]:
+            conv = event_time_ms(source, raw, have)  # epoch ms, whatever the unit or form it arrives in
+        elif have != pl.String:
+            conv = raw  # parsed into its type
+        elif t == "timestamp":
+            conv = parse_timestamp(raw)
+        elif dtype == pl.Boolean:
+            conv = pl.when(raw == "true").then(True).when(raw == "false").then(False).otherwise(None)
+        else:
+            # strict=False turns "abc" (or "1.5" for an integer) into null, caught as mistyped below.
+            conv = raw.cast(dtype, strict=False)
+        typed.append(conv.alias(f))
+        if f in source["required"]:
+            reason = reason.when(raw.is_null()).then(pl.lit(f"missing field {f!r}"))
+        text = raw if have == pl.String else raw.cast(pl.String)  # a JSON integer's text, as the text path has it
+        reason = reason.when(raw.is_not_null() & conv.is_null()).then(
+            pl.format(f"mistyped field {f!r}: {{}} is not {t}", text.str.slice(0, 80)))
+    return fields.select(*typed, reason.otherwise(None).alias("reason"))
 
 
 def derived_event_id(source: dict) -> pl.Expr:

@@ -1,20 +1,32 @@
-"""The fast decode path (polars' native NDJSON reader) gives exactly what ``str.json_decode`` over
-the batch gives, record for record, and a run walking days reads each landing file once with the
-same raw/ and dead_letter/ as a fresh engine per day."""
+"""The fast decode paths give exactly what the slower ones give, record for record: polars' native
+NDJSON reader what ``str.json_decode`` over the batch gives, the typed parse (required integers and
+booleans read into their type) what the text path gives, on both definitions projects and for CSV
+and Parquet batches; and a run walking days reads each landing file once with the same raw/ and
+dead_letter/ as a fresh engine per day."""
 
 from __future__ import annotations
 
 import json
+import random
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 import pytest
 
 from seq_assets.core import decode
+from seq_assets.core.compiled import Compiled, compile_definitions
 from seq_assets.core.engine import Engine
 from seq_assets.devtools.demo_data import DemoSpec, generate_event_lines
 from seq_assets.storage.lake import Lake
 from seq_assets.storage.landing import Landing
+from tests.core.test_batch_formats import (
+    DAY,
+    engine,
+    registry,
+    write_csv,
+    write_parquet,
+)
+from tests.projects.ratings_defs import REGISTRY
 
 T = int(datetime(2026, 3, 1, 8, tzinfo=timezone.utc).timestamp() * 1000)
 SOURCE = "user_engagements"
@@ -104,3 +116,104 @@ def test_a_walk_over_days_reads_each_file_once_with_the_same_tables(compiled, tm
     for kind in ("raw", "dead_letter"):
         got, want = (lake.read(kind, SOURCE).drop("ingested_at").sort("record_id") for lake in (walked, fresh))
         assert got.height > 0 and got.equals(want), kind
+
+
+# ---- the typed parse (required int64/bool fields read straight into their type) ----------------
+
+
+def decoded_both_ways(source: dict, values: list[str], monkeypatch, meta: pl.DataFrame | None = None):
+    """decode_records with the typed parse and with every record on the text path, at one time."""
+    at = datetime(2026, 3, 9, tzinfo=timezone.utc)
+    series = pl.Series("value", values, dtype=pl.String)
+    out = []
+    for typed in (True, False):
+        monkeypatch.setattr(decode, "TYPED_PARSE", typed)
+        out.append(decode.decode_records(source, series, meta, ingested_at=at))
+    return out
+
+
+def assert_same_decode(source: dict, values: list[str], monkeypatch, meta: pl.DataFrame | None = None):
+    fast, text = decoded_both_ways(source, values, monkeypatch, meta)
+    assert fast.valid.schema == text.valid.schema and fast.dead.schema == text.dead.schema
+    assert fast.valid.rows() == text.valid.rows()  # the same rows, in the same order
+    assert fast.dead.rows() == text.dead.rows()
+    return fast
+
+
+def faulty_lines(rng, make_good, fields: dict[str, object], n: int) -> list[str]:
+    """A seeded mix: good records, mistyped and missing fields, nulls, nested and unicode values,
+    numbers the text path still accepts ("7", 1.0, 1e3), out-of-range integers, truncated and
+    non-JSON lines, blanks around a record, duplicate keys."""
+    odd = [
+        lambda r, f: {**r, f: str(r[f]) if r[f] is not None else "7"},
+        lambda r, f: {**r, f: 1.0}, lambda r, f: {**r, f: 1.5}, lambda r, f: {**r, f: 1e3},
+        lambda r, f: {**r, f: True}, lambda r, f: {**r, f: "true"}, lambda r, f: {**r, f: None},
+        lambda r, f: {k: v for k, v in r.items() if k != f}, lambda r, f: {**r, f: {"nested": [1, 2]}},
+        lambda r, f: {**r, f: [1]}, lambda r, f: {**r, f: 10**19}, lambda r, f: {**r, f: -(2**63)},
+        lambda r, f: {**r, f: 2**63 - 1}, lambda r, f: {**r, f: "ünïcødé ✓ 🎬"}, lambda r, f: {**r, f: "[x] {y}"},
+        lambda r, f: {**r, f: -0}, lambda r, f: {**r, f: ""},
+    ]
+    lines = []
+    for i in range(n):
+        r = make_good(i)
+        roll = rng.random()
+        if roll < 0.55:
+            lines.append(json.dumps(r, ensure_ascii=rng.random() < 0.5))
+        elif roll < 0.85:
+            f = rng.choice(list(fields))
+            lines.append(json.dumps(rng.choice(odd)(r, f), ensure_ascii=False))
+        elif roll < 0.9:
+            lines.append(json.dumps(r)[: rng.randrange(1, 40)])  # truncated
+        elif roll < 0.93:
+            lines.append(rng.choice(["not json", "", "null", "[1, 2]", "{", "  ", '"text"', "{}"]))
+        elif roll < 0.96:
+            lines.append("  " + json.dumps(r) + " \r")
+        elif roll < 0.98:
+            f = rng.choice(list(fields))
+            lines.append(json.dumps(r)[:-1] + f', "{f}": "dup"}}')  # a key twice: the first counts
+        else:
+            lines.append(json.dumps(r, indent=1))  # over several lines
+    return lines
+
+
+def test_the_typed_parse_decodes_every_record_as_the_text_path(source, monkeypatch):
+    rng = random.Random(17)
+    lines = faulty_lines(rng, lambda i: good(f"g{i}", user_id=rng.randrange(10**6), ts=T + i), source["schema"], 3_000)
+    assert decode.parsed_types(source) == {"user_id": pl.Int64, "item_id": pl.Int64, "ts": pl.Int64,
+                                           "is_bot": pl.Boolean}
+    fast = assert_same_decode(source, lines, monkeypatch)
+    assert fast.valid.height > 1_500 and fast.dead.height > 500
+    monkeypatch.setattr(decode, "NATIVE_CHUNK", 97)  # many slices, some refused whole
+    assert_same_decode(source, lines, monkeypatch)
+
+
+def test_the_typed_parse_on_the_second_project(monkeypatch):
+    src = Compiled(compile_definitions(REGISTRY)).sources["ratings"]
+    assert decode.parsed_types(src) == {"event_time": pl.Int64, "rating": pl.Int64}
+    rng = random.Random(5)
+
+    def rating(i: int) -> dict:
+        return {"uid": f"member-{rng.randrange(50):04d}", "movie_id": f"tt{rng.randrange(90):07d}",
+                "event_time": 1_772_323_200 + i, "rating": rng.randint(1, 5), "device": rng.choice(["tv", None])}
+
+    lines = faulty_lines(rng, rating, src["schema"], 2_000)
+    fast = assert_same_decode(src, lines, monkeypatch)  # derived ids included
+    assert fast.valid["rating_id"].n_unique() > 500
+
+
+def test_the_typed_parse_of_csv_and_parquet_batches(tmp_path, monkeypatch):
+    """CSV cells arrive as text and Parquet values typed: the same tables either way."""
+    for fmt, write, reg in (("csv", write_csv, registry("csv", time_unit="s")),
+                            ("parquet", write_parquet, registry("parquet", time_type="timestamp"))):
+        tables = []
+        for typed in (True, False):
+            monkeypatch.setattr(decode, "TYPED_PARSE", typed)
+            root = tmp_path / f"{fmt}-{typed}"
+            write(root / "landing")
+            eng = engine(root, reg)
+            for d in (DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)):
+                eng.write_raw_batch_day("plays", d)
+            tables.append([eng.lake.read(k, "plays").drop("ingested_at").sort("record_id") for k in ("raw", "dead_letter")])
+        assert tables[0][0].height > 0 and tables[0][1].height > 0, fmt
+        for got, want in zip(*tables):
+            assert got.equals(want), fmt
