@@ -77,19 +77,21 @@ def parts(engine, days: list[date]) -> None:
 
     src = engine.compiled.sources[SOURCE]
     spent: dict[str, float] = defaultdict(float)
-    bulk, depth = decode._bulk_json, [0]
+    depth = [0]
 
-    def timed_bulk(values, struct):  # counted once per batch: it calls itself for each slice
-        c = cpu()
-        depth[0] += 1
-        try:
-            return bulk(values, struct)
-        finally:
-            depth[0] -= 1
-            if not depth[0]:
-                spent["  of which JSON parse (_bulk_json)"] += cpu() - c
+    def timed(parse):  # counted once per batch: the text path calls itself for each slice
+        def run(*args):
+            c = cpu()
+            depth[0] += 1
+            try:
+                return parse(*args)
+            finally:
+                depth[0] -= 1
+                if not depth[0]:
+                    spent["  of which JSON parse (typed + text)"] += cpu() - c
+        return run
 
-    decode._bulk_json = timed_bulk
+    decode._bulk_json, decode._bulk_typed = timed(decode._bulk_json), timed(decode._bulk_typed)
     only_batch = f"origin = '{BATCH_ORIGIN}'"
     for day in days:
         c = cpu()
