@@ -111,6 +111,11 @@ class Clock:
         return self.start_ms + (i + 1) * self.interval_ms - 1
 
 
+def _hhmm(clock: Clock, ms: int) -> str:
+    """The time of day of ``ms``; the end of the simulated day is 24:00."""
+    return "24:00" if ms == clock.day_ms + 86_400_000 else f"{_utc(ms):%H:%M}"
+
+
 # ---- the stream, the lookups, the schedules (in the parent) ---------------------------------
 
 
@@ -581,7 +586,7 @@ def run(a) -> dict:
         shutil.rmtree(work / old, ignore_errors=True) if (work / old).is_dir() else (work / old).unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     _log(f"generating {a.batches:,} micro-batches of ~{a.records} records: {a.batches * a.interval / 3600:.2f} h of "
-         f"stream on {clock.day}, {_utc(clock.start_ms):%H:%M} to {_utc(clock.end_ms):%H:%M} UTC")
+         f"stream on {clock.day}, {_utc(clock.start_ms):%H:%M} to {_hhmm(clock, clock.end_ms)} UTC")
     frame = make_batches(a, clock, int(src.get("kafka_partitions") or 1))
     frame.write_parquet(work / "batches.parquet")
     write_enrichment_snapshots(a, compiled, work / "landing", clock.day)
@@ -591,7 +596,7 @@ def run(a) -> dict:
     t = time.perf_counter()
     results = run_lakes(a, work, ticks)
     return {"batches": a.batches, "records": frame.height, "day": clock.day.isoformat(),
-            "stream": f"{_utc(clock.start_ms):%H:%M}-{_utc(clock.end_ms):%H:%M} UTC", "seconds": time.perf_counter() - t,
+            "stream": f"{_utc(clock.start_ms):%H:%M}-{_hhmm(clock, clock.end_ms)} UTC", "seconds": time.perf_counter() - t,
             "every": a.every, "sides": results}
 
 
