@@ -105,36 +105,36 @@ def stream_max_batch() -> int:
     return int(os.environ.get("SEQ_STREAM_MAX_BATCH", DEFAULT_STREAM_MAX_BATCH))
 
 
+
+def _whole_number(name: str, default: int, minimum: int, not_a_number: str, too_small: str) -> int:
+    """An integer setting: unset or blank is ``default``; text that is not an integer, or a value
+    below ``minimum``, is refused naming the variable (``f"{name} {not_a_number}, got 'x'"``)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} {not_a_number}, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} {too_small}, got {value}")
+    return value
+
+
 def stream_partition_groups() -> int:
     """How many groups a topic's partitions are split into, each read by micro-batch runs of its own
     (partition p in group p % groups), side by side: ``SEQ_STREAM_PARTITION_GROUPS``, default 1. The
     topic's partition count or more gives one run per partition."""
-    text = os.environ.get("SEQ_STREAM_PARTITION_GROUPS", "").strip()
-    if not text:
-        return DEFAULT_STREAM_PARTITION_GROUPS
-    try:
-        groups = int(text)
-    except ValueError:
-        raise ValueError(f"SEQ_STREAM_PARTITION_GROUPS must be a whole number of groups, got {text!r}") from None
-    if groups < 1:
-        raise ValueError(f"SEQ_STREAM_PARTITION_GROUPS must be 1 or more, got {groups}")
-    return groups
+    return _whole_number("SEQ_STREAM_PARTITION_GROUPS", DEFAULT_STREAM_PARTITION_GROUPS, 1,
+                         "must be a whole number of groups", "must be 1 or more")
 
 
 def vacuum_retention_hours() -> int:
     """How long a file removed from a table stays on storage before maintenance deletes it, in whole
     hours: ``SEQ_VACUUM_RETENTION_HOURS``, default 168 (7 days). Readers of an older table version
     and the table's log entries are kept as long."""
-    text = os.environ.get("SEQ_VACUUM_RETENTION_HOURS", "").strip()
-    if not text:
-        return DEFAULT_VACUUM_RETENTION_HOURS
-    try:
-        hours = int(text)
-    except ValueError:
-        raise ValueError(f"SEQ_VACUUM_RETENTION_HOURS must be a whole number of hours, got {text!r}") from None
-    if hours < 0:
-        raise ValueError(f"SEQ_VACUUM_RETENTION_HOURS must not be negative, got {hours}")
-    return hours
+    return _whole_number("SEQ_VACUUM_RETENTION_HOURS", DEFAULT_VACUUM_RETENTION_HOURS, 0,
+                         "must be a whole number of hours", "must not be negative")
 
 
 EXECUTORS = ("in_process", "celery")
@@ -163,16 +163,7 @@ def user_buckets() -> int:
     """``SEQ_USER_BUCKETS``: how many steps build one day of ``events/`` and ``sequences/``, each the
     users of one stable hash bucket (``seq_assets.core.buckets``); default 1 (one step per asset).
     Every process of a deployment (the code location and every worker) must have the same value."""
-    text = os.environ.get("SEQ_USER_BUCKETS", "").strip()
-    if not text:
-        return 1
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"SEQ_USER_BUCKETS must be a whole number >= 1, got {text!r}") from None
-    if n < 1:
-        raise ValueError(f"SEQ_USER_BUCKETS must be a whole number >= 1, got {n}")
-    return n
+    return _whole_number("SEQ_USER_BUCKETS", 1, 1, "must be a whole number >= 1", "must be a whole number >= 1")
 
 
 def serve_shard_urls() -> list[str]:
