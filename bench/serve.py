@@ -359,18 +359,21 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _samples(raw: Path):
+    """(stack, sample count) for each line of py-spy's raw output ("frame;frame;... count")."""
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack, int(count)
+
+
 def _top_frames(raw: Path, k: int = 12) -> list[tuple[str, float]]:
     """Self time per function (the innermost frame of each sample) and inclusive time of the stages."""
     self_time: dict[str, int] = {}
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
+    for stack, n in _samples(raw):
         total += n
-        frames = stack.split(";")
-        leaf = frames[-1]
+        leaf = stack.split(";")[-1]
         self_time[leaf] = self_time.get(leaf, 0) + n
     top = sorted(self_time.items(), key=lambda kv: -kv[1])[:k]
     return [(name, n / total) for name, n in top] if total else []
@@ -380,11 +383,7 @@ def _inclusive(raw: Path, needles: dict[str, tuple[str, ...]]) -> dict[str, floa
     """The share of samples whose stack holds any of each entry's needles (function names)."""
     hits = dict.fromkeys(needles, 0)
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
+    for stack, n in _samples(raw):
         total += n
         for label, needle in needles.items():
             if any(x in stack for x in needle):
