@@ -11,27 +11,22 @@ import threading
 import time
 from datetime import timedelta
 
-import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
 from seq_assets.kafka.client import kafka_answers
 from seq_assets.orchestration.sensors import KafkaResource
 from tests.support.stream import (
-    EVENT_COLS_BASE,
-    EVENT_TYPES,
     PARTITIONS,
     SOURCE,
     TOPIC,
     StreamOracle,
-    assert_unique_ids,
+    assert_lake_matches,
     avoid_midnight,
     day_start_ms,
     drain,
     dumps,
     event,
     produce,
-    read_table,
     run_at_once,
     stream_pair,
     tick,
@@ -39,19 +34,6 @@ from tests.support.stream import (
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def assert_lake_matches(lake_root, oracle: StreamOracle) -> None:
-    raw = read_table(lake_root, "raw", SOURCE)
-    assert_unique_ids(raw)
-    assert set(raw["event_id"]) == oracle.raw_ids()
-    for et in EVENT_TYPES:
-        want, got = oracle.events(et), read_table(lake_root, "events", et)
-        assert_unique_ids(got)
-        cols = [c for c in EVENT_COLS_BASE if c != "user_item_count_30d"]
-        want_df = pl.DataFrame([{c: e[c] for c in cols} for e in want],
-                               schema={c: got.schema[c] for c in cols}).sort("event_id")
-        assert_frame_equal(got.select(cols).sort("event_id"), want_df)
 
 
 def wait_for_end(kafka: KafkaResource, records: int, timeout: float = 60.0):

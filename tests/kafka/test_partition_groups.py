@@ -14,7 +14,6 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
 from seq_assets import settings
 from seq_assets.kafka.client import create_topics
@@ -22,11 +21,10 @@ from seq_assets.kafka.microbatch import OffsetRange, ranges_key
 from seq_assets.orchestration.sensors import partition_groups, plan_ranges, topic_epoch
 from tests.support import ratings as rt
 from tests.support.stream import (
-    EVENT_COLS_BASE,
-    EVENT_TYPES,
     PARTITIONS,
     SOURCE,
     StreamOracle,
+    assert_lake_matches,
     assert_unique_ids,
     avoid_midnight,
     cursor_at_end,
@@ -107,22 +105,6 @@ def engagements(prefix: str, n: int, today) -> list[dict]:
     return [event(f"{prefix}{i:03d}", rng.randint(1, 9), rng.choice(["click", "save", "closeup", "impression"]),
                   rng.randint(1, 5), day_start_ms(rng.choice([today, today, today - timedelta(days=1)])) + i * 1000,
                   dwell=rng.choice([None, 2500])) for i in range(n)]
-
-
-def assert_lake_matches(lake_root, oracle: StreamOracle) -> None:
-    """raw/ and events/ hold exactly the oracle's events, each once, with their values (the
-    point-in-time counter aside: runs of different partitions do not see each other's history)."""
-    raw = read_table(lake_root, "raw", SOURCE)
-    assert_unique_ids(raw)
-    assert set(raw["event_id"]) == oracle.raw_ids()
-    for et in EVENT_TYPES:
-        want = oracle.events(et)
-        got = read_table(lake_root, "events", et)
-        assert_unique_ids(got)
-        cols = [c for c in EVENT_COLS_BASE if c != "user_item_count_30d"]
-        want_df = pl.DataFrame([{c: e[c] for c in cols} for e in want],
-                               schema={c: got.schema[c] for c in cols}).sort("event_id")
-        assert_frame_equal(got.select(cols).sort("event_id"), want_df)
 
 
 def test_runs_of_every_partition_commit_at_once_into_an_empty_lake_losing_and_doubling_nothing(
