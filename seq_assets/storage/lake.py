@@ -371,8 +371,9 @@ class Lake:
         """
         days = sorted(set(days))
         uri = self.uri(kind, name)
-        if extra_predicate is None and self._files_writable:
-            info = self._replace_by_files(kind, name, df, days)
+        if self._files_writable:
+            info = (self._replace_by_files(kind, name, df, days) if extra_predicate is None
+                    else self._replace_matching(kind, name, df, days, extra_predicate))
             if info is not None:
                 return info
         data = _arrow(df)
@@ -386,6 +387,61 @@ class Lake:
 
         with_retries(write, what=f"replace {kind}/{name}")
         return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+    def _replace_matching(self, kind: str, name: str, df: pl.DataFrame, days: list[date],
+                          predicate: str) -> WriteInfo | None:
+        """Replace the rows of ``days`` that match ``predicate`` (SQL, as delta-rs' predicate
+        overwrite takes it) with ``df`` through the fast writer; the days' other rows stay.
+
+        The rows the predicate does not match (a null counts as not matching, as in delta-rs) are
+        read from the days' files at one table version and written again with ``df``'s rows (on a
+        closed day of ``raw/`` usually none: a day's stream rows are the only ones kept). The
+        commit removes exactly the files read: a writer that adds files to the days meanwhile (a
+        stream insert) keeps them, since their rows were not read and are not replaced; one that
+        removes any of them (another replace, a compaction) makes the commit conflict, and the
+        whole replace runs again on the new version. Returns None when the frame's schema is not
+        the table's (schema evolution), for the delta-rs writer to handle.
+        """
+        from deltalake import Schema
+        from deltalake.transaction import RemoveAction, create_table_with_add_actions
+
+        uri = self.uri(kind, name)
+        schema = Schema.from_arrow(_arrow(df.head(0)).schema)
+        replaced = pl.sql_expr(predicate).fill_null(False)
+        wanted = [d.isoformat() for d in days]
+        if self.table(kind, name) is None:
+            adds = self._write_files(uri, df)
+            try:
+                create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"],
+                                              storage_options=self.storage_options)
+                return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+            except Exception:  # another writer created it first: replace in it below
+                if self.table(kind, name) is None:
+                    raise
+
+        def replace() -> WriteInfo | None:
+            table = self.table(kind, name)
+            if table.schema().to_json() != schema.to_json():
+                return None
+            files = add_actions(table).with_columns(pl.col("partition.date").cast(pl.String))
+            files = files.filter(pl.col("partition.date").is_in(wanted))
+            frame = df
+            if files.height:
+                kept = (pl.scan_delta(table).filter(pl.col("date").is_in(days) & ~replaced)
+                        .select(df.columns).collect())
+                if kept.height:
+                    frame = pl.concat([df, kept], how="vertical_relaxed")
+            if not files.height and not frame.height:
+                return WriteInfo(rows=0, version=table.version())
+            now = int(time.time() * 1000)
+            gone = [RemoveAction(r["path"], True, now, r["size_bytes"], {"date": r["partition.date"]})
+                    for r in files.select("path", "size_bytes", "partition.date").iter_rows(named=True)]
+            adds = self._write_files(uri, frame)
+            # Built on the version read: a commit since then that removed a file read conflicts.
+            table.create_write_transaction([*gone, *adds], mode="append", schema=schema, partition_by=["date"])
+            return WriteInfo(rows=df.height, version=self.table(kind, name).version())
+
+        return with_retries(replace, what=f"replace {kind}/{name} where {predicate}")
 
     def stage_partitions(self, kind: str, name: str, df: pl.DataFrame) -> dict:
         """Write ``df``'s Parquet files into the table without committing them: one part of a
