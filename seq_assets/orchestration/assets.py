@@ -15,6 +15,7 @@ import polars as pl
 from seq_assets.core import quality, snapshots
 from seq_assets.core.compiled import Compiled
 from seq_assets.core.engine import LakeContext
+from seq_assets.core.enrichers import _pred_cols
 from seq_assets.orchestration.metadata import preview_md, table_metadata
 from seq_assets.orchestration.partitions import DAILY, partition_days
 from seq_assets.orchestration.resources import LakeResource
@@ -148,7 +149,7 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
         selected = [k.path[1] for k in context.selected_asset_keys]
         wanted_checks = {(c.asset_key.path[1], c.name) for c in context.selected_asset_check_keys}
         days = partition_days(context)
-        landed = (day for day, _ in engine.index_batch_days(source, days, selected, LakeContext(engine.lake)))
+        landed = engine.index_batch_days(source, days, selected, LakeContext(engine.lake))
         yield from events_results(compiled, engine, source, selected, wanted_checks, days, landed)
 
     return _events
@@ -157,22 +158,37 @@ def events_assets(compiled: Compiled, source: str) -> dg.AssetsDefinition:
 def events_results(compiled: Compiled, engine, source: str, selected: list[str], wanted_checks: set, days: list[date],
                    landed):
     """The materializations of ``events/`` and their in-body checks, for the days of ``landed`` (an
-    iterable of days, yielded as each day's writes land)."""
+    iterable of days, or of ``(day, {event_type: events})`` as :meth:`Engine.index_batch_days`
+    yields them, as each day's writes land).
+
+    The event ids are read back from the table (uniqueness and completeness are checked on what is
+    stored, against every delivery of the day in ``raw/``, read in the columns the filters need);
+    the coverage, the users and the preview come from the frames the run wrote when ``landed``
+    hands them over, instead of reading the day's enrichment columns back."""
     rows = {et: 0 for et in selected}
     src = compiled.sources[source]
+    eid = src["event_id_field"]
     outcomes: dict[tuple[str, str], list] = {}
     last: dict[str, pl.DataFrame] = {}
-    for day in landed:
-        raw, _ = engine.raw_day(source, day)
+    raw_columns = sorted({eid, *(c for et in selected for c in _pred_cols(compiled.event_types[et]["filter"]))})
+    for item in landed:
+        day, frames = item if isinstance(item, tuple) else (item, None)
+        raw = engine.lake.read("raw", source, days=[day], columns=raw_columns)
+        raw = raw if raw is not None else pl.DataFrame(schema={c: compiled.source_schema(source)[c] for c in raw_columns})
         for et in selected:
-            written = engine.lake.read("events", et, days=[day])
+            if frames is not None and et in frames:
+                written = frames[et].filter(pl.col("date") == day)
+                stored = engine.lake.read("events", et, days=[day], columns=[eid])
+            else:
+                written = engine.lake.read("events", et, days=[day])
+                stored = written
             written = written if written is not None else pl.DataFrame(schema=compiled.event_schema(et))
-            rows[et] += written.height
+            stored = stored if stored is not None else written.select(eid).head(0)
+            rows[et] += stored.height
             last[et] = written
-            outcomes.setdefault((et, "event_id_unique"), []).append(
-                (day, quality.uniqueness(written, src["event_id_field"])))
+            outcomes.setdefault((et, "event_id_unique"), []).append((day, quality.uniqueness(stored, eid)))
             outcomes.setdefault((et, "complete_vs_raw"), []).append(
-                (day, quality.completeness(compiled, et, raw, written, engine.lake, day)))
+                (day, quality.completeness(compiled, et, raw, stored, engine.lake, day)))
             outcomes.setdefault((et, "enrichment_coverage"), []).append((day, quality.coverage(compiled, et, written)))
     for et in selected:
         outcomes[(et, "schema_matches_definition")] = [
@@ -248,9 +264,11 @@ def sequence_result(compiled: Compiled, engine, table: str, days: list[date], bu
     shadow = f"shadow_vs_v{f['version'] - 1}" if predecessor in compiled.features else None
     seqs = pl.DataFrame()
     invariants, writes = [], {}
+    checked = invariant_columns(f, stored)
     for day, seqs, *info in built:
-        # What the readers see for the day (the full snapshot and the changes since), not the partition.
-        written = snapshots.sequences_as_of(engine.lake, compiled, table, day)
+        # What the readers see for the day (the full snapshot and the changes since), not the
+        # partition; only the columns the invariants look at (not the enrichments' lists).
+        written = snapshots.sequences_as_of(engine.lake, compiled, table, day, columns=checked)
         invariants.append((day, quality.sequence_invariants(f, written, day, user)))
         if info:
             writes[day] = info[0]
@@ -275,6 +293,15 @@ def sequence_result(compiled: Compiled, engine, table: str, days: list[date], bu
         preview=preview_md(seqs.select(user, "date", *stored[:4]).with_columns(
             pl.col(stored[:4]).list.head(3))) if seqs.height else "empty",
     ), check_results=check_results)
+
+
+def invariant_columns(feature: dict, stored: list[str]) -> list[str]:
+    """The stored fields :func:`quality.sequence_invariants` reads, in stored order: the ordering
+    column, its tie-break and the dedup key (each where stored; a user's lists all have one
+    length, so any of them gives the length check). The first stored field when none is."""
+    o = feature["ordering"]
+    wanted = {o["by"], o["tie_break"], *feature["dedup_key"]}
+    return [c for c in stored if c in wanted] or stored[:1]
 
 
 def write_metadata(writes: dict) -> dict:
