@@ -499,10 +499,10 @@ class Lake:
         without rewriting the ones already there.
         """
         df = df.unique(subset=[key], keep="first", maintain_order=True)
+        table = self.table(kind, name)  # opened once: the merge runs on it, and its version is the merge's
         if df.is_empty():
-            t = self.table(kind, name)
-            return WriteInfo(rows=0, version=t.version() if t else None, inserted=0)
-        if not self.exists(kind, name):
+            return WriteInfo(rows=0, version=table.version() if table else None, inserted=0)
+        if table is None:
             # Create the table empty, then merge like any writer. Creating it with the rows instead
             # is not safe: a writer that loses the race to create it has its commit retried by
             # delta-rs as a plain append, which stores the keys both writers carry twice.
@@ -514,17 +514,19 @@ class Lake:
                     raise
         days = df.get_column("date").unique().to_list()
         data = _arrow(df)
+        opened = [table]
 
         def merge():
-            dt = self.table(kind, name)
-            return dt.merge(
+            dt = opened.pop() if opened and opened[-1] is not None else self.table(kind, name)
+            metrics = dt.merge(
                 data,
                 predicate=f"t.{key} = s.{key} AND t.date IN ({_date_list(days)})",
                 source_alias="s", target_alias="t", merge_schema=True,
             ).when_not_matched_insert_all().execute()
+            return metrics, dt.version()  # a retry opens the table afresh
 
-        metrics = with_retries(merge, what=f"merge into {kind}/{name}")
-        return WriteInfo(rows=df.height, version=self.table(kind, name).version(),
+        metrics, version = with_retries(merge, what=f"merge into {kind}/{name}")
+        return WriteInfo(rows=df.height, version=version,
                          inserted=int(metrics.get("num_target_rows_inserted", 0)))
 
     # ---- reads ----------------------------------------------------------------------------
