@@ -69,6 +69,11 @@ COMPACT_TRIGGER_FILES = 32
 # and vacuum only deletes files it still finds in the log. The tables keep that record this much
 # longer than the vacuum retention, so a vacuum run at least this often sees every file expire.
 TOMBSTONE_SLACK_HOURS = 48
+# Every writer (the stream's merges, replaces, compactions) writes a checkpoint after this many
+# commits (delta-rs' post-commit hook; its default is 100). A reader opens a table from its last
+# checkpoint and replays the JSON commits after it: a streamed table takes a commit per micro-batch,
+# and replaying up to 99 of them made opening it 10 times slower than opening a checkpoint.
+CHECKPOINT_INTERVAL = 10
 # Below this, vacuum could delete files a long backfill or a serving snapshot load still reads.
 MIN_RETENTION_HOURS = 24
 # How long after a partition replace lands its drop of other writers' files may still be due.
@@ -393,10 +398,11 @@ def drop_expired(lake: Lake, kind: str, name: str, retention_days: int, today: d
 def retention_properties(retention_hours: int) -> dict[str, str]:
     """The table properties maintenance keeps: removed files stay in the log
     ``TOMBSTONE_SLACK_HOURS`` longer than vacuum waits (so it finds every one), log entries as long
-    as vacuum waits (time travel within the retention), and statistics on every column, as the
+    as vacuum waits (time travel within the retention), statistics on every column, as the
     lake's own writer writes them (delta-rs' default is the first 32: a reader's filter on a later
-    column would skip the compacted files)."""
+    column would skip the compacted files), and a checkpoint every ``CHECKPOINT_INTERVAL`` commits."""
     return {
+        "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
         "delta.deletedFileRetentionDuration": f"interval {retention_hours + TOMBSTONE_SLACK_HOURS} hours",
         "delta.logRetentionDuration": f"interval {retention_hours} hours",
         "delta.dataSkippingNumIndexedCols": "-1",
@@ -449,18 +455,22 @@ def _log_entries(lake: Lake, kind: str, name: str) -> int:
     return sum(1 for p in _stored(lake, kind, name) if p.startswith("_delta_log/") and p.endswith(".json"))
 
 
-def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False) -> tuple[int, int]:
+def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False,
+               since: tuple[int, int] | None = None) -> tuple[int, int]:
     """Write a checkpoint of the current version and delete the log entries older than the table's
-    log retention (:func:`retention_properties`). Returns the version and the log entries deleted."""
+    log retention (:func:`retention_properties`). Returns the version and the log entries deleted:
+    since ``since`` (the table's version and log entries then) when given, for the writers'
+    own checkpoints clean the log up too (delta-rs' post-commit hook), else by this call."""
     table = lake.table(kind, name)
     if table is None:
         return -1, 0
     if dry_run:
         return table.version(), 0
-    before = _log_entries(lake, kind, name)
+    version0, entries0 = since if since is not None else (table.version(), _log_entries(lake, kind, name))
     table.create_checkpoint()
     table.cleanup_metadata()
-    return table.version(), max(0, before - _log_entries(lake, kind, name))
+    version = table.version()
+    return version, max(0, entries0 + (version - version0) - _log_entries(lake, kind, name))
 
 
 # ---- one table, the lake --------------------------------------------------------------------
@@ -486,6 +496,7 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
     if scope == "today" and kind not in STREAMED_KINDS:
         report.files_after, report.bytes_after, report.max_partition_files_after = _totals(parts)
         return report
+    since = (table.version(), _log_entries(lake, kind, name)) if scope == "full" and not dry_run else None
     keep_properties(lake, kind, name, retention_hours, dry_run)  # before compaction: statistics on every column
     if scope == "full" and spec.retention_days is not None:
         report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
@@ -501,7 +512,7 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
     if scope == "full":
         report.files_deleted, report.bytes_reclaimed = vacuum(
             lake, kind, name, retention_hours, enforce_retention_duration=enforce_retention_duration, dry_run=dry_run)
-        report.checkpoint_version, report.log_files_deleted = checkpoint(lake, kind, name, dry_run)
+        report.checkpoint_version, report.log_files_deleted = checkpoint(lake, kind, name, dry_run, since)
     if dry_run:
         # What the table would hold: the days kept, with the planned compactions done.
         planned = pl.DataFrame({"date": list(done.days), "change": [a - r for r, a in done.days.values()]},

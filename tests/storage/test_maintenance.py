@@ -415,6 +415,23 @@ def test_a_removal_older_than_deltas_default_retention_survives_checkpoints_unti
     assert paths[0] not in stored(lake)
 
 
+def test_once_maintained_a_streamed_table_is_checkpointed_every_few_commits(lake):
+    """The stream's own merges write a checkpoint every CHECKPOINT_INTERVAL commits once
+    maintenance has set the property, so opening the table never replays more than that many."""
+    streamed(lake, D1, 1)
+    assert maintenance.keep_properties(lake, "events", "t", 168)
+    assert lake.table("events", "t").metadata().configuration["delta.checkpointInterval"] == \
+        str(maintenance.CHECKPOINT_INTERVAL)
+    before = rows(lake)
+    streamed(lake, D1, 2 * maintenance.CHECKPOINT_INTERVAL, prefix="more")
+    log = Path(lake.uri("events", "t")) / "_delta_log"
+    version = lake.table("events", "t").version()
+    checkpoints = sorted(int(p.name.split(".")[0]) for p in log.glob("*.checkpoint.parquet"))
+    assert len(checkpoints) == 2 and checkpoints[1] - checkpoints[0] == maintenance.CHECKPOINT_INTERVAL
+    assert version - checkpoints[-1] < maintenance.CHECKPOINT_INTERVAL
+    assert rows(lake).height == before.height + 2 * maintenance.CHECKPOINT_INTERVAL * 5
+
+
 def test_checkpoints_are_written_and_old_log_entries_cleaned(lake):
     streamed(lake, D1, 15)
     log = Path(lake.uri("events", "t")) / "_delta_log"
