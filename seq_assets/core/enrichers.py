@@ -6,8 +6,9 @@ lake (batch and stream) or with in-memory frames (tests); the enrichment code ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Callable, Protocol
+from typing import Protocol
 
 import polars as pl
 
@@ -99,6 +100,11 @@ def counter(events: pl.DataFrame, enrichment: dict, ctx: EnrichmentContext, sour
     ids = events.select(keys).unique().with_row_index("_g")
     if ids.height >= 1 << (62 - bits):
         raise OverflowError(f"counter: {ids.height} keys over a {(1 << bits) // DAY_MS}-day span do not fit 63 bits")
+    # Only history rows whose every key value occurs among the events' can match: a membership test
+    # per column first (one hash of each value) shrinks what the multi-column join has to hash. A
+    # null key stays out either way (joins never match null).
+    if hist.height > ids.height:
+        hist = hist.filter(pl.all_horizontal([pl.col(k).is_in(ids.get_column(k).unique().implode()) for k in keys]))
     codes = hist.join(ids, on=keys, how="inner").select(
         pl.col("_g").cast(pl.Int64) * (1 << bits) + (pl.col(ts_field) - start)
     ).to_series().sort()
