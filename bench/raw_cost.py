@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -95,24 +95,30 @@ def parts(engine, days: list[date]) -> None:
     only_batch = f"origin = '{BATCH_ORIGIN}'"
     for day in days:
         c = cpu()
-        rec, _ = engine._file_records(SOURCE, src, day)
+        parts, _ = engine._file_records(SOURCE, src, day)
         spent["read + pre-select landing files"] += cpu() - c
+        at = datetime.now(timezone.utc)
+        valid, dead = [], []
+        for rec, lines in parts:  # each file decoded on its own, as load_batch_day does
+            c = cpu()
+            meta = rec.select(pl.lit(BATCH_ORIGIN).alias("origin"), pl.col("_arrival").alias("arrival_date"),
+                              pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"))
+            spent["provenance columns"] += cpu() - c
+            c = cpu()
+            dec = decode.decode_records(src, rec.get_column("value"), meta, at, lines)
+            spent["decode (parse, type, reasons)"] += cpu() - c
+            c = cpu()
+            valid.append(dec.valid.filter(pl.col("date") == day))
+            dead.append(dec.dead.filter(pl.col("date") == day))
+            spent["day filter + dedup"] += cpu() - c
         c = cpu()
-        meta = rec.select(pl.lit(BATCH_ORIGIN).alias("origin"), pl.col("_arrival").alias("arrival_date"),
-                          pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"))
-        spent["provenance columns"] += cpu() - c
-        c = cpu()
-        dec = engine.decode(SOURCE, rec.get_column("value"), meta)
-        spent["decode (parse, type, reasons)"] += cpu() - c
-        c = cpu()
-        valid = first_per_key(dec.valid.filter(pl.col("date") == day), src["event_id_field"])
+        valid = first_per_key(pl.concat(valid), src["event_id_field"])
         spent["day filter + dedup"] += cpu() - c
         c = cpu()
         engine.lake.replace_partitions("raw", SOURCE, valid, [day], extra_predicate=only_batch)
         spent["write raw/ (Parquet + Delta commit)"] += cpu() - c
         c = cpu()
-        engine.lake.replace_partitions("dead_letter", SOURCE, dec.dead.filter(pl.col("date") == day), [day],
-                                       extra_predicate=only_batch)
+        engine.lake.replace_partitions("dead_letter", SOURCE, pl.concat(dead), [day], extra_predicate=only_batch)
         spent["write dead_letter/"] += cpu() - c
     total = sum(v for k, v in spent.items() if not k.startswith(" "))
     for k, v in spent.items():

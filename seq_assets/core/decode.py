@@ -102,6 +102,59 @@ def _native_ndjson(lines: pl.Series, struct: pl.Struct | dict, ignore_errors: bo
     return out if out.height == len(lines) else None
 
 
+def _read_ndjson(data: bytes, schema: dict, rows: int) -> pl.DataFrame | None:
+    """``data`` through polars' NDJSON reader (a value of another type reads as null); None when
+    the reader refuses it or does not give ``rows`` rows (blank lines give none)."""
+    try:
+        out = pl.read_ndjson(data, schema=schema, ignore_errors=True)
+    except Exception:  # noqa: BLE001 - polars raises ComputeError or its own panics for bad JSON
+        return None
+    return out if out.height == rows else None
+
+
+@dataclass
+class Lines:
+    """The bytes a batch of values was read from, one value a line: where each value starts and
+    how long it is, and ``blank``, values the fast parse must not read from the bytes (replaced
+    before parsing, e.g. records over the size limit)."""
+
+    data: bytes
+    offsets: pl.Series
+    lengths: pl.Series
+    blank: pl.Series | bool = False
+
+    def patched(self, blank: pl.Series) -> bytes | None:
+        """The bytes with each value marked in ``blank`` overwritten by ``{}`` and spaces (the
+        same length, so the other values stay where they were: the reader gives one row per
+        value); None when one of them is too short to hold ``{}``."""
+        at = blank.arg_true()
+        if not len(at):
+            return self.data
+        lengths = self.lengths.gather(at).to_list()
+        if min(lengths) < 2:
+            return None
+        view, pieces, end = memoryview(self.data), [], 0
+        for o, n in zip(self.offsets.gather(at).to_list(), lengths):
+            pieces += [view[end:o], b"{}" + b" " * (n - 2)]
+            end = o + n
+        pieces.append(view[end:])
+        return b"".join(pieces)
+
+
+def split_lines(data: bytes) -> tuple[pl.DataFrame, Lines | None]:
+    """A JSON lines file's non-empty lines (``value``, ``_line`` its number from 0), as
+    ``pl.read_lines`` splits it, and their place in ``data`` for :func:`decode_records` (None when
+    the lines do not lie in the bytes one after another, as with CRLF endings, which the split drops)."""
+    lines = pl.read_lines(io.BytesIO(data), name="value").with_row_index("_line")
+    n = pl.col("value").str.len_bytes().cast(pl.Int64)
+    lines = lines.with_columns(((n + 1).cum_sum() - n - 1).alias("_offset"), n.alias("_n"))
+    total = int(lines.get_column("_offset").tail(1).sum() + lines.get_column("_n").tail(1).sum() + 1) if lines.height else 0
+    lines = lines.filter(pl.col("_n") > 0)
+    if total not in (len(data), len(data) + 1):  # a final line without a newline counts one less
+        return lines.drop("_offset", "_n"), None
+    return lines.drop("_offset", "_n"), Lines(data, lines.get_column("_offset"), lines.get_column("_n"))
+
+
 # Definition types the fast path parses straight into their type (the reader takes a JSON integer
 # for Int64 and true/false for Boolean, nothing else: a value of another type reads as null).
 _PARSED_TYPES = {"int64": pl.Int64, "bool": pl.Boolean}
@@ -118,44 +171,50 @@ def parsed_types(source: dict) -> dict[str, pl.DataType]:
     return {f: _PARSED_TYPES[t] for f, t in source["schema"].items() if f in source["required"] and t in _PARSED_TYPES}
 
 
-def _bulk_typed(values: pl.Series, struct: pl.Struct, types: dict[str, pl.DataType]
-                ) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+def _bulk_typed(values: pl.Series, struct: pl.Struct, types: dict[str, pl.DataType],
+                lines: Lines | None = None) -> tuple[pl.DataFrame, pl.Series]:
     """The fast parse: every value through polars' NDJSON reader with ``types`` for those fields
-    (text for the others), in slices of :data:`NATIVE_CHUNK`. Returns (fields of the records it
-    took, their positions, the positions of the others).
+    (text for the others), in slices of :data:`NATIVE_CHUNK`. Returns the fields, one row per
+    value, and whether each record was taken that way.
 
     A record is taken when it is one JSON object on one line, every field of ``types`` reads as
     non-null, and no text field looks nested (see :func:`_bulk_json`). Those read exactly as the
     text path reads them: a JSON integer's text casts back to the same Int64, ``true``/``false``
-    to the same Boolean. Every other record, and every record of a slice the reader refuses,
-    goes to the text path (:func:`_bulk_json`), so each decodes exactly as it did there.
+    to the same Boolean. Every other record (the reader is handed ``{}`` in its place, so its
+    output stays one row per value), and every record of a slice the reader refuses, goes to the
+    text path (:func:`_bulk_json`), so each decodes exactly as it did there.
+
+    ``lines``: the bytes ``values`` were read from (a landing file's lines, see :func:`split_lines`),
+    which the reader is handed as they are, the other records' bytes overwritten in a copy,
+    instead of the values joined again.
     """
     schema = {f: types.get(f, pl.String) for f in struct.to_schema()}
     text = [f for f, t in schema.items() if t == pl.String]
-    fast, fast_at, slow_at = [], [], []
+    fields, taken = [pl.DataFrame(schema=schema)], [pl.Series([], dtype=pl.Boolean)]
+    # No copy of the text: a record with blanks around it or a raw newline goes to the text path.
+    clean = (values.str.starts_with("{") & values.str.ends_with("}") & ~values.str.contains("\n", literal=True)
+             & ~values.str.contains("\r", literal=True)).fill_null(False)
+    data = lines.patched(~clean | lines.blank) if lines is not None and len(values) else None
+    whole = _read_ndjson(data, schema, len(values)) if data is not None else None  # one call, no slices
     for start in range(0, len(values), NATIVE_CHUNK):
         part = values.slice(start, NATIVE_CHUNK)
-        at = pl.int_range(start, start + len(part), dtype=pl.UInt32, eager=True)
-        # No copy of the text: a record with blanks around it or a raw newline goes to the text path.
-        one_line = (part.str.starts_with("{") & part.str.ends_with("}")
-                    & ~part.str.contains(r"[\r\n]")).fill_null(False)
-        native = _native_ndjson(part.filter(one_line), schema, ignore_errors=True)
+        one_line = clean.slice(start, NATIVE_CHUNK)
+        if whole is not None:
+            native = whole.slice(start, NATIVE_CHUNK)
+        else:
+            joined = part.to_frame("v").select(pl.when(one_line).then(pl.col("v")).otherwise(pl.lit("{}"))).to_series()
+            native = _native_ndjson(joined, schema, ignore_errors=True)
         if native is None:
-            slow_at.append(at)
+            fields.append(pl.DataFrame(schema=schema).clear(len(part)))
+            taken.append(pl.repeat(False, len(part), eager=True))
             continue
-        checks = [pl.col(f).is_not_null() for f in types]
+        checks = [pl.lit(one_line), *(pl.col(f).is_not_null() for f in types)]
         if text:
             checks.append(~pl.any_horizontal(
                 pl.col(c).str.starts_with("{") | pl.col(c).str.starts_with("[") for c in text).fill_null(False))
-        ok = native.select(pl.all_horizontal(checks)).to_series()
-        take = one_line.scatter(one_line.arg_true(), ok) if not one_line.all() else ok
-        fast.append(native.filter(ok))
-        fast_at.append(at.filter(take))
-        slow_at.append(at.filter(~take))
-    if not fast:
-        fast, fast_at = [pl.DataFrame(schema=schema)], [pl.Series([], dtype=pl.UInt32)]
-    return (pl.concat(fast), pl.concat(fast_at),
-            pl.concat(slow_at) if slow_at else pl.Series([], dtype=pl.UInt32))
+        fields.append(native)
+        taken.append(native.select(pl.all_horizontal(checks)).to_series())
+    return pl.concat(fields), pl.concat(taken)
 
 
 def _split_json(cleaned: pl.Series, good: pl.Series, struct: pl.Struct) -> tuple[pl.DataFrame, pl.Series]:
@@ -189,8 +248,9 @@ def _split_json(cleaned: pl.Series, good: pl.Series, struct: pl.Struct) -> tuple
 
 
 def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = None,
-                   ingested_at: datetime | None = None) -> Decoded:
-    """Decode ``values`` (JSON text, one record each) of a compiled ``source``."""
+                   ingested_at: datetime | None = None, lines: Lines | None = None) -> Decoded:
+    """Decode ``values`` (JSON text, one record each) of a compiled ``source``; ``lines``, when
+    given, the bytes they were read from (:func:`split_lines`), which the fast parse reads in place."""
     ingested_at = ingested_at or datetime.now(timezone.utc)
     n = len(values)
     values = values.cast(pl.String).rename("value")
@@ -212,12 +272,15 @@ def decode_records(source: dict, values: pl.Series, meta: pl.DataFrame | None = 
         fields, parsed = _bulk_json(parse_values, struct)
         typed = _typed(source, fields.with_columns(_big=too_big, _parsed=parsed))
     else:
-        fast, fast_at, slow_at = _bulk_typed(parse_values, struct, types)
-        typed = _typed(source, fast.with_columns(_big=too_big.gather(fast_at), _parsed=pl.lit(True)))
-        if len(slow_at):
+        if lines is not None:
+            lines = Lines(lines.data, lines.offsets, lines.lengths, too_big)
+        fast, taken = _bulk_typed(parse_values, struct, types, lines)
+        typed = _typed(source, fast.with_columns(_big=too_big, _parsed=pl.lit(True)))
+        slow_at = (~taken).arg_true()
+        if len(slow_at):  # the records the fast parse did not take, decoded by the text path, in place
             fields, parsed = _bulk_json(parse_values.gather(slow_at), struct)
             slow = _typed(source, fields.with_columns(_big=too_big.gather(slow_at), _parsed=parsed))
-            typed = typed.with_columns(_at=fast_at).merge_sorted(slow.with_columns(_at=slow_at), "_at").drop("_at")
+            typed = pl.DataFrame([typed.get_column(c).clone().scatter(slow_at, slow.get_column(c)) for c in typed.columns])
     frame = pl.concat([typed, values.to_frame(), meta], how="horizontal")
     frame = frame.with_columns(pl.from_epoch(pl.col(source["time_field"]), time_unit="ms").dt.date().alias("date"))
     now = pl.lit(ingested_at).cast(pl.Datetime("us", "UTC"))

@@ -24,7 +24,7 @@ from seq_assets.core.days import (
     end_of_day_ms,
     event_time_ms,
 )
-from seq_assets.core.decode import Decoded, decode_records
+from seq_assets.core.decode import Decoded, Lines, decode_records, split_lines
 from seq_assets.core.executors import EXECUTORS
 from seq_assets.core.kernel import (
     assemble_sequences,
@@ -199,32 +199,39 @@ class Engine:
 
         Every format goes through the one decoder: a CSV or Parquet row, or a Delta row, is handed
         to it as the JSON text of an object of its columns (CSV cells as strings), so a bad row's
-        dead letter holds the row as received and the reasons are those of any other record.
+        dead letter holds the row as received and the reasons are those of any other record. Each
+        file is decoded on its own (with one ingest time), so a JSON lines file read whole is
+        parsed from its bytes as read (:func:`decode.split_lines`).
         """
         src = self.compiled.sources[source]
         if src.get("batch_format", "jsonl") == "delta":
             records, files = self._delta_records(src, day)
+            parts = [] if records is None else [(records, None)]
         else:
-            records, files = self._file_records(source, src, day)
-        if records is None:
+            parts, files = self._file_records(source, src, day)
+        if not parts:
             return self.decode(source, pl.Series("value", [], dtype=pl.String)), files
-        meta = records.select(
-            pl.lit(BATCH_ORIGIN).alias("origin"), pl.col("_arrival").alias("arrival_date"),
-            pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
-        )
-        decoded = self.decode(source, records.get_column("value"), meta)
-        decoded.valid = decoded.valid.filter(pl.col("date") == day)
-        decoded.dead = decoded.dead.filter(pl.col("date") == day)
-        return decoded, files
+        ingested_at = datetime.now(timezone.utc)
+        valid, dead = [], []
+        for records, lines in parts:
+            meta = records.select(
+                pl.lit(BATCH_ORIGIN).alias("origin"), pl.col("_arrival").alias("arrival_date"),
+                pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
+            )
+            decoded = decode_records(src, records.get_column("value"), meta, ingested_at, lines)
+            valid.append(decoded.valid.filter(pl.col("date") == day))
+            dead.append(decoded.dead.filter(pl.col("date") == day))
+        return Decoded(valid=pl.concat(valid), dead=pl.concat(dead)), files
 
-    def _file_records(self, source: str, src: dict, day: date) -> tuple[pl.DataFrame | None, list[str]]:
-        """``value``, ``_arrival``, ``_file``, ``_line`` of the landing records that may be of ``day``.
+    def _file_records(self, source: str, src: dict, day: date) -> tuple[list[tuple[pl.DataFrame, Lines | None]], list[str]]:
+        """Per landing file that may hold records of ``day``: its records (``value``, ``_arrival``,
+        ``_file``, ``_line``), with the bytes they were read from when they are the whole file.
 
-        A cheap pre-selection runs before the decode: only records whose event time is on the day,
-        records whose time it cannot read, and everything that arrived on the day are kept, not the
-        whole horizon. (A record that fails to decode is dated by its arrival day even when a time
-        was read from it, so every arrival of the day is kept.) In JSON lines a regex finds the
-        time field's value; in CSV and Parquet it is the column.
+        A cheap pre-selection runs before the decode of a file that arrived after the day: only
+        records whose event time is on the day and records whose time it cannot read are kept.
+        (Every arrival of the day is kept: a record that fails to decode is dated by its arrival
+        day even when a time was read from it.) In JSON lines the time field's value is read from
+        the text (see :meth:`_file_rows`); in CSV and Parquet it is the column.
 
         A run that walks days oldest first reads each file once: a file serves the days of its
         horizon (see :meth:`_file_rows`), and is dropped once the run has passed its arrival day.
@@ -242,39 +249,47 @@ class Engine:
             # One file at a time: its arrival day and name are constants, its line number the index.
             name = "/".join(path.rsplit("/", 2)[-2:])
             arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
-            rows = self._file_rows(path, fmt, src, arrived, with_time=arrived != day)
-            if rows is None:
+            got = self._file_rows(path, fmt, src, arrived, with_time=arrived != day)
+            if got is None:
                 continue
+            rows, lines = got["rows"], got.get("lines") if arrived == day else None
             if arrived != day:
                 rows = rows.filter(pl.col("_ms").is_between(start, end, closed="left") | pl.col("_ms").is_null())
             value = pl.col("value") if fmt == "jsonl" else pl.col("_row").struct.json_encode()
-            parts.append(rows.select(value.alias("value"), "_line", pl.lit(arrived).alias("_arrival"),
-                                     pl.lit(name).alias("_file")))
-        return (pl.concat(parts) if parts else None), files
+            parts.append((rows.select(value.alias("value"), "_line", pl.lit(arrived).alias("_arrival"),
+                                      pl.lit(name).alias("_file")), lines))
+            if arrived == day:
+                got.pop("lines", None)  # the file's own day is its last in a walk: its bytes are done with
+        return parts, files
 
-    def _file_rows(self, path: str, fmt: str, src: dict, arrived: date, with_time: bool) -> pl.DataFrame | None:
-        """One landing file's rows (``value`` or ``_row``, ``_line``; None when empty), kept for
-        the run, with ``_ms``, the event time the pre-selection reads, once ``with_time`` asks."""
+    def _file_rows(self, path: str, fmt: str, src: dict, arrived: date, with_time: bool) -> dict | None:
+        """One landing file's rows (``rows``: ``value`` or ``_row``, ``_line``; None when empty),
+        kept for the run, with ``_ms``, the event time the pre-selection reads, once ``with_time``
+        asks; and for JSON lines read as bytes, ``lines``, their place in the bytes."""
         kept = self._landing_walk[1]
         got = kept.get(path)
         if got is None:
-            rows = self._landing().read_batch_file(path, fmt)
+            got = kept[path] = {"arrived": arrived}
             tf = src["time_field"]
-            if rows.is_empty():
-                rows = None
-            elif fmt == "jsonl":
-                rows = rows.with_row_index("_line").filter(pl.col("value").str.len_bytes() > 0)
+            data = self._landing().read_batch_bytes(path) if fmt == "jsonl" else None
+            if data is not None:
+                rows, got["lines"] = split_lines(data)
             else:
-                ms = event_time_ms(src, pl.col(tf), rows.schema[tf]) if tf in rows.columns else pl.lit(None, pl.Int64)
-                rows = rows.select(pl.struct(pl.all()).alias("_row"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("_line"),
-                                   ms.alias("_ms"))
-            got = kept[path] = {"arrived": arrived, "rows": rows}
-        rows = got["rows"]
-        if with_time and rows is not None and "_ms" not in rows.columns:
+                rows = self._landing().read_batch_file(path, fmt)
+                if fmt == "jsonl":
+                    rows = rows.with_row_index("_line").filter(pl.col("value").str.len_bytes() > 0)
+                elif not rows.is_empty():
+                    ms = event_time_ms(src, pl.col(tf), rows.schema[tf]) if tf in rows.columns else pl.lit(None, pl.Int64)
+                    rows = rows.select(pl.struct(pl.all()).alias("_row"),
+                                       pl.int_range(pl.len(), dtype=pl.UInt32).alias("_line"), ms.alias("_ms"))
+            got["rows"] = rows
+        if got["rows"].is_empty():
+            return None
+        if with_time and "_ms" not in got["rows"].columns:
             tf = src["time_field"]
             time_text = pl.col("value").str.extract(r'"' + re.escape(tf) + r'"\s*:\s*("[^"\\]*"|-?\d+)\s*[,}]')
-            rows = got["rows"] = rows.with_columns(event_time_ms(src, time_text.str.strip_chars('"')).alias("_ms"))
-        return rows
+            got["rows"] = got["rows"].with_columns(event_time_ms(src, time_text.str.strip_chars('"')).alias("_ms"))
+        return got
 
     def _delta_records(self, src: dict, day: date) -> tuple[pl.DataFrame | None, list[str]]:
         """The rows of a Delta source whose event time falls on ``day``, as :meth:`_file_records`

@@ -78,6 +78,19 @@ class Landing:
             raise ValueError(f"cannot read batch file {path} as {fmt}: {e}") from e
         raise ValueError(f"unknown batch file format {fmt!r} (one of: {', '.join(FILE_FORMATS)})")
 
+    def read_batch_bytes(self, path: str) -> bytes | None:
+        """A batch file's bytes as stored, from a local folder or an S3-compatible store; None
+        where this module has no client for the store (``read_batch_file`` reads it there)."""
+        try:
+            if "://" not in path or path.startswith("file://"):
+                with open(path.removeprefix("file://"), "rb") as f:
+                    return f.read()
+            return objects.get_bytes(path, self.storage_options)
+        except ValueError:  # a store pyarrow's clients are not configured for here (gs://, az://)
+            return None
+        except OSError as e:
+            raise ValueError(f"cannot read batch file {path}: {e}") from e
+
     def delta_uri(self, location: str) -> str:
         """The table of a Delta source: its ``batch_location`` when that is a URI or an absolute
         path, else that path under the landing root."""

@@ -100,8 +100,8 @@ def test_a_walk_over_days_reads_each_file_once_with_the_same_tables(compiled, tm
     days = [date(2026, 3, 1) + timedelta(days=i) for i in range(4)]
     landing = Landing(str(tmp_path / "landing"))
     reads: list[str] = []
-    read_batch_file = landing.read_batch_file
-    monkeypatch.setattr(landing, "read_batch_file", lambda path, fmt: reads.append(path) or read_batch_file(path, fmt))
+    read_batch_bytes = landing.read_batch_bytes
+    monkeypatch.setattr(landing, "read_batch_bytes", lambda path: reads.append(path) or read_batch_bytes(path))
 
     walked = Lake(str(tmp_path / "walked"))
     engine = Engine(compiled, walked, landing)
@@ -217,3 +217,53 @@ def test_the_typed_parse_of_csv_and_parquet_batches(tmp_path, monkeypatch):
         assert tables[0][0].height > 0 and tables[0][1].height > 0, fmt
         for got, want in zip(*tables):
             assert got.equals(want), fmt
+
+
+# ---- a landing file parsed from its bytes as read ----------------------------------------------
+
+
+def test_a_landing_file_parsed_from_its_bytes_gives_the_tables_of_its_lines(compiled, tmp_path, monkeypatch):
+    """The reader handed a JSON lines file's bytes (bad records overwritten in a copy) gives the
+    raw/ and dead_letter/ that its lines joined again give: faulty lines, empty and blank lines,
+    records over the size limit, one-character lines, CRLF endings, a file without a final newline."""
+    src = compiled.sources[SOURCE]
+    rng = random.Random(11)
+    lines = faulty_lines(rng, lambda i: good(f"g{i}", user_id=rng.randrange(10**6), ts=T + i * 1000), src["schema"], 2_000)
+    # A record over several lines is one a line here; a CR before a newline is dropped by the split
+    # into lines, so its bytes are not where its line says (c.jsonl has them).
+    lines = [line.replace("\n", " ").replace("\r", " ") for line in lines]
+    big = json.dumps(good("big", surface="x" * src["max_record_bytes"]))
+    folder = tmp_path / "landing" / SOURCE / f"arrival_date={date(2026, 3, 1).isoformat()}"
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text("\n".join(lines[:1_000] + ["", "   ", big]) + "\n")
+    (folder / "b.jsonl").write_text("\n".join(lines[1_000:1_500]))  # no final newline
+    (folder / "c.jsonl").write_bytes("\r\n".join(lines[1_500:1_800]).encode())  # CRLF: read as its lines
+    (folder / "d.jsonl").write_text("\n".join(["x", *lines[1_800:]]) + "\n")  # a line too short for {}
+    landing = Landing(str(tmp_path / "landing"))
+    parsed = []
+    real = decode._bulk_typed
+    monkeypatch.setattr(decode, "_bulk_typed", lambda *a: parsed.append(a[3] is not None) or real(*a))
+    tables = []
+    for with_bytes in (True, False):
+        if not with_bytes:
+            monkeypatch.setattr(landing, "read_batch_bytes", lambda path: None)
+        lake = Lake(str(tmp_path / f"lake-{with_bytes}"))
+        Engine(compiled, lake, landing).write_raw_batch_day(SOURCE, date(2026, 3, 1))
+        tables.append([lake.read(k, SOURCE).drop("ingested_at").sort("record_id") for k in ("raw", "dead_letter")])
+    assert parsed[:4] == [True, True, False, True] and not any(parsed[4:])  # c.jsonl: its lines joined
+    for got, want in zip(*tables):
+        assert got.height > 100 and got.equals(want)
+    reasons = tables[0][1].get_column("reason").to_list()
+    assert any(r.startswith("record larger") for r in reasons) and any(r.startswith("unparseable") for r in reasons)
+
+
+def test_a_landing_file_on_object_storage_is_read_as_bytes(compiled, tmp_path, s3_bucket):
+    lines = [json.dumps(good(f"g{i}", ts=T + i)) for i in range(50)] + ["{truncated", ""]
+    body = ("\n".join(lines) + "\n").encode()
+    key = f"landing/{SOURCE}/arrival_date=2026-03-01/part-0.jsonl"
+    s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key=key, Body=body)
+    landing = Landing(s3_bucket.uri("landing"), s3_bucket.storage_options)
+    assert landing.read_batch_bytes(s3_bucket.uri(key)) == body
+    lake = Lake(str(tmp_path / "lake"))
+    out = Engine(compiled, lake, landing).write_raw_batch_day(SOURCE, date(2026, 3, 1))
+    assert (out["rows"], out["dead_letters"]) == (50, 1)
