@@ -104,6 +104,14 @@ class Snapshot:
         return len(self.user_ids)
 
 
+def _run_of(events: Events, start: int, end: int) -> Events:
+    """Rows [start, end) of ``events`` as arrays of their own; a validity mask only where one of
+    those rows is null."""
+    cols = {k: v[start:end].copy() for k, v in events.cols.items()}
+    valid = {k: v[start:end].copy() for k, v in events.valid.items() if not v[start:end].all()}
+    return Events(cols, valid)
+
+
 class FreshEvents:
     """Events indexed after the snapshot day, per user, in sequence order.
 
@@ -141,8 +149,15 @@ class FreshEvents:
         touched = df.get_column(user).unique()
         keys, desc = kernel.order_keys(self.feature, user)
         part = merged.filter(pl.col(user).is_in(touched.implode())).sort(keys, descending=desc)
-        for (uid,), g in part.group_by(user, maintain_order=True):
-            self.by_user[uid] = frame_to_events(g, self.fields, self.widths)
+        # One conversion of every touched user's rows (sorted by user first, so each user's rows
+        # are one run), then each user's run copied out: converting user by user cost a polars
+        # round trip per user and column, and views would keep every batch's arrays alive.
+        whole = frame_to_events(part, self.fields, self.widths)
+        runs = part.group_by(user, maintain_order=True).len()
+        start = 0
+        for uid, n in runs.iter_rows():
+            self.by_user[uid] = _run_of(whole, start, start + n)
+            start += n
         ts_max = int(df.get_column(self.time).max())
         self.newest_ts = ts_max if self.newest_ts is None else max(self.newest_ts, ts_max)
         return added
