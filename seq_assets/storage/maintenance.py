@@ -299,22 +299,28 @@ def _removed_bytes(metrics: dict) -> int:
 
 
 def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now_ms: int,
-            target_size: int = TARGET_FILE_BYTES, whole: Iterable[date] = (), dry_run: bool = False) -> CompactionRun:
+            target_size: int = TARGET_FILE_BYTES, whole: Iterable[date] = (), dry_run: bool = False,
+            table: DeltaTable | None = None) -> CompactionRun:
     """Compact each day of ``min_files`` that has at least that many files under ``target_size``:
     incrementally, or for the days of ``whole`` into files of ``target_size`` (see
     :func:`compaction_target`).
 
     Rows and their content stay the same; the order of the rows inside the day too. A commit
     conflict (another writer removed a file it read) re-plans the day from a fresh snapshot.
+    ``table``: the table as just opened, to plan the first days on.
     """
     out = CompactionRun()
     whole = set(whole)
     history: dict[int, list[dict]] = {}  # the look-back's commits, per table version planned on
+    # The snapshot the days are planned on, kept while nothing is committed: a day with nothing to
+    # do hands it to the next (a commit, or a conflict, and the next attempt opens the table again).
+    snapshot: list[DeltaTable] = [table] if table is not None else []
     for day, least in sorted(min_files.items()):
         def attempt(day: date = day, least: int = least) -> tuple[int, int, int] | None:
-            table = lake.table(kind, name)
+            table = snapshot.pop() if snapshot else lake.table(kind, name)
             if table is None:
                 return None
+            kept = [table]  # put back below when the day needs no commit
             adds = add_actions(table)
             if adds.is_empty() or "partition.date" not in adds.columns:
                 return None
@@ -323,6 +329,7 @@ def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now
             rows = day_adds["num_records"].to_list() if "num_records" in day_adds.columns else sizes
             size = compaction_target(list(zip(sizes, rows)), least, target_size, whole=day in whole)
             if size is None:
+                snapshot.extend(kept)
                 return None
             version = table.version()
             if version not in history:
@@ -330,8 +337,10 @@ def compact(lake: Lake, kind: str, name: str, min_files: dict[date, int], *, now
                 history[version] = _history_since(table, now_ms - REPLACE_SETTLE_MS)
             if replace_settling(lake, kind, name, table, day, now_ms, history[version]):
                 out.settling.append(day.isoformat())
+                snapshot.extend(kept)
                 return None
             if dry_run:
+                snapshot.extend(kept)
                 taken = [s for s in sizes if s <= size]
                 return len(taken), max(1, math.ceil(sum(taken) / size)), sum(taken)
             # The plan was made on this snapshot, and optimize runs on it: the files <= size are
@@ -409,11 +418,12 @@ def retention_properties(retention_hours: int) -> dict[str, str]:
     }
 
 
-def keep_properties(lake: Lake, kind: str, name: str, retention_hours: int, dry_run: bool = False) -> bool:
-    """Set :func:`retention_properties` on the table when they differ (one metadata commit);
-    True when they did."""
+def keep_properties(lake: Lake, kind: str, name: str, retention_hours: int, dry_run: bool = False,
+                    table: DeltaTable | None = None) -> bool:
+    """Set :func:`retention_properties` on the table (``table``: as just opened) when they differ
+    (one metadata commit); True when they did."""
     want = retention_properties(retention_hours)
-    table = lake.table(kind, name)
+    table = table if table is not None else lake.table(kind, name)
     if table is None or all(table.metadata().configuration.get(k) == v for k, v in want.items()):
         return False
     if not dry_run:
@@ -497,15 +507,19 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
         report.files_after, report.bytes_after, report.max_partition_files_after = _totals(parts)
         return report
     since = (table.version(), _log_entries(lake, kind, name)) if scope == "full" and not dry_run else None
-    keep_properties(lake, kind, name, retention_hours, dry_run)  # before compaction: statistics on every column
+    # Before compaction: statistics on every column.
+    changed = keep_properties(lake, kind, name, retention_hours, dry_run, table=table)
     if scope == "full" and spec.retention_days is not None:
         report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
                                                                       today, dry_run)
         parts = parts.filter(pl.col("date") >= today - timedelta(days=spec.retention_days)) if dry_run else parts
-    wanted = {} if kind in NOT_COMPACTED else \
-        compaction_days(parts if dry_run else partition_files(lake.table(kind, name)), today, scope, horizon_days)
+        changed = changed or bool(report.partitions_dropped)
+    if changed and not dry_run:  # this run committed: plan on the table as it is now
+        table = lake.table(kind, name)
+        parts = partition_files(table)
+    wanted = {} if kind in NOT_COMPACTED else compaction_days(parts, today, scope, horizon_days)
     whole = [today - timedelta(days=1)] if scope == "full" else []
-    done = compact(lake, kind, name, wanted, now_ms=now_ms, whole=whole, dry_run=dry_run)
+    done = compact(lake, kind, name, wanted, now_ms=now_ms, whole=whole, dry_run=dry_run, table=table)
     report.partitions_compacted, report.files_compacted, report.files_written = len(done.days), done.files_removed, done.files_added
     report.bytes_compacted = sum(done.bytes_rewritten.values())
     report.settling = done.settling
@@ -522,8 +536,8 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
         report.bytes_after = _totals(parts)[1]
         report.max_partition_files_after = int(after.to_series().max()) if after.height else 0
     else:
-        report.files_after, report.bytes_after, report.max_partition_files_after = \
-            _totals(partition_files(lake.table(kind, name)))
+        after = parts if scope == "today" and not done.days else partition_files(lake.table(kind, name))
+        report.files_after, report.bytes_after, report.max_partition_files_after = _totals(after)
     return report
 
 
