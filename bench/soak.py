@@ -42,8 +42,11 @@ as many rows as the stream will have put into its own day when it is read at the
 valid rows of that day in the micro-batches before the last ``--poll-window``, counted beforehand): the same producer a day earlier (another seed, so no event id is
 shared), written as the batch path writes a closed day, one replace of the day in ``raw/`` and one
 per ``events/`` table (``Engine.index_batch_day``); its commits are replayed into the other lake.
-Both lakes are then copied aside: those copies are the *start* (one commit per table, one file per
-day). At the end each figure is read at one moment on the start copy and on the lake in turn
+The maintained lake then gets the daily maintenance run of the streamed day (the ``maintain_lake``
+job's full scope: its table properties, a checkpoint of every table), as a lake the platform has
+kept for days has had; the other lake is never maintained. Both lakes are then copied aside:
+those copies are the *start* (one file per day; the maintained one opens from a checkpoint, the
+other from its one commit). At the end each figure is read at one moment on the start copy and on the lake in turn
 (``--repeat`` times, the median): the time to open ``raw/`` and every ``events/`` table
 (``Lake.table``); a one-day scan of every ``events/`` table (``Lake.read(..., days=[day])``), of
 the seeded day on the start copy and of the streamed day on the lake (the rows of both are printed;
@@ -467,6 +470,12 @@ def run_lakes(a, work: Path, ticks) -> dict:
     follow.follow()
     _log(f"seeded {seeded['day']}: {seeded['raw_rows']:,} raw rows ({rows:,} will be streamed into {clock.day}), "
          f"{seeded['events_rows']:,} events")
+    # The maintained lake starts as maintenance keeps it: the daily run of the streamed day (its
+    # table properties, a checkpoint of every table) has gone over the seeded day, as it would
+    # have on a lake running for days; the other lake was never maintained.
+    with_.maintain("start", {"scope": "full", "today": clock.day.isoformat()})
+    with_.maint_s, with_.maint_runs = 0.0, {}
+    follow.follow()
     # The start: both lakes before the first micro-batch, copied aside.
     for name in SIDES:
         _copy_lake(work / name / "lake", work / name / "start")
@@ -509,7 +518,7 @@ def run_lakes(a, work: Path, ticks) -> dict:
     pending.result()
     pool.shutdown()
     # The end: the start copies and the lakes, read in turn. First the opens and the one-day scans
-    # (the start copies as they were copied: the seeded day, one commit per table; the lakes: the
+    # (the start copies as they were copied: the seeded day, one file per day; the lakes: the
     # streamed day after the whole stream), then the polls.
     start_with = Lakeside(work / "with" / "start", compiled, landing, ticks, maintained=True)
     start_without = Lakeside(work / "without" / "start", compiled, landing, [], maintained=False)
