@@ -77,8 +77,8 @@ class LakeContext:
             if lf is not None:
                 # The newest snapshot on or before the day: a missing day reuses the previous one.
                 latest = lf.select(pl.col("date").max()).collect().item()
-                if latest is not None:
-                    snap = self.lake.read("enrichments", enrichment["name"], days=[latest], columns=cols)
+                if latest is not None:  # read from the same table version: one open, not two
+                    snap = lf.filter(pl.col("date") == latest).select(cols).collect()
             self._snapshots[key] = snap
         return self._snapshots[key]
 
@@ -568,10 +568,14 @@ class Engine:
         if stage:
             return self.lake.stage_partitions("sequences", feature_table, rows)
         info = self.lake.replace_partitions("sequences", feature_table, rows, [day])
-        stats = self.lake.stats("sequences", feature_table, day=day)
+        # The day's files are the ones the replace added; the delta-rs path (schema evolution) does
+        # not report them, so the table is asked then.
+        written = info.bytes_written
+        if written is None:
+            written = int(self.lake.stats("sequences", feature_table, day=day).get("bytes", 0))
         return SequencesWrite(rows=info.rows, version=info.version, users=seqs.height,
                               changed_users=seqs.height if changed is None else len(changed),
-                              bytes_written=int(stats.get("bytes", 0)), full_snapshot=full)
+                              bytes_written=written, full_snapshot=full)
 
     def sequences_days(self, feature_table: str, days: list[date], bucket: tuple[int, int] | None = None,
                        stage: bool = False):

@@ -44,6 +44,7 @@ class WriteInfo:
     rows: int
     version: int | None
     inserted: int | None = None
+    bytes_written: int | None = None  # the sizes of the files a partition replace added (when it knows them)
 
 
 @dataclass
@@ -247,16 +248,18 @@ class Lake:
             try:
                 create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"],
                                               storage_options=self.storage_options)
-                return WriteInfo(rows=_rows(adds), version=self.table(kind, name).version())
+                return WriteInfo(rows=_rows(adds), version=self.table(kind, name).version(),
+                                 bytes_written=sum(int(a.size) for a in adds))
             except Exception:  # noqa: BLE001 - another writer created it first: commit below
                 table = self.table(kind, name)
                 if table is None or table.schema().to_json() != schema.to_json():
                     raise
         filters = [("date", "in", [d.isoformat() for d in days])]
         write_id = uuid.uuid4().hex
+        opened = [table]  # the first attempt commits on the table just opened; a retry reopens it
 
         def commit() -> int:
-            t = self.table(kind, name)
+            t = opened.pop() if opened else self.table(kind, name)
             meta = {WRITE_ID: write_id, WRITE_DAYS: ",".join(d.isoformat() for d in days),
                     READ_VERSION: str(t.version())}
             t.create_write_transaction(
@@ -266,12 +269,15 @@ class Lake:
 
         # Conflicts (a stream insert into the same day) retry the commit; the files stay written.
         base = with_retries(commit, what=f"replace {kind}/{name}")
-        self._drop_survivors(kind, name, days, base, write_id, {a.path for a in adds})
-        return WriteInfo(rows=_rows(adds), version=self.table(kind, name).version())
+        version = self._drop_survivors(kind, name, days, base, write_id, {a.path for a in adds})
+        if version is None:
+            version = self.table(kind, name).version()
+        return WriteInfo(rows=_rows(adds), version=version, bytes_written=sum(int(a.size) for a in adds))
 
     def _drop_survivors(self, kind: str, name: str, days: list[date], base: int, write_id: str,
-                        ours: set[str]) -> None:
-        """Remove the files a replace should have removed but could not see.
+                        ours: set[str]) -> int | None:
+        """Remove the files a replace should have removed but could not see. Returns the table's
+        version when the replace's commit is its newest (nothing to drop), else None.
 
         The overwrite removes the days' files of the version it was built on; a writer that
         committed to those days after that version but before the overwrite landed (delta-rs'
@@ -290,7 +296,7 @@ class Lake:
 
         t = self.table(kind, name)
         if t.version() == base + 1:  # nothing landed between the version read and this commit
-            return
+            return t.version()
         landed = next((h["version"] for h in t.history(limit=100) if h.get(WRITE_ID) == write_id), None)
         if landed is None or landed == base + 1:
             return
