@@ -200,8 +200,10 @@ def extend_sequences_changes(feature: dict, previous: pl.DataFrame, events: pl.L
     if old.select((pl.col("_keep") < size).any()).item():
         old = old.with_columns([pl.col(f).list.head(pl.col("_keep")) for f in fields])
     old = old.drop("_new", "_keep").explode(fields)
+    # One chunk per column before the gather: a gather across chunks resolves every index's chunk
+    # (the nested lists of enrichments most of all), a copy into one chunk costs less.
     both = pl.concat([fresh.with_columns(pl.lit(0, pl.Int8).alias("_src")),
-                      old.with_columns(pl.lit(1, pl.Int8).alias("_src"))], how="vertical_relaxed")
+                      old.with_columns(pl.lit(1, pl.Int8).alias("_src"))], how="vertical_relaxed", rechunk=True)
     # Per user: the new events (already newest first), then the kept old ones in their order.
     order = both.select(pl.arg_sort_by(user, "_src", maintain_order=True)).to_series()
     flat = both.drop("_src")[order].set_sorted(user)
