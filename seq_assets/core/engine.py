@@ -212,28 +212,29 @@ class Engine:
         parsed from its bytes as read (:func:`decode.split_lines`).
         """
         src = self.compiled.sources[source]
-        if src.get("batch_format", "jsonl") == "delta":
-            records, files = self._delta_records(src, day)
-            parts = [] if records is None else [(records, None)]
-        else:
-            parts, files = self._file_records(source, src, day)
-        if not parts:
-            return self.decode(source, pl.Series("value", [], dtype=pl.String)), files
         ingested_at = datetime.now(timezone.utc)
-        valid, dead = [], []
-        for records, lines in parts:
+
+        def decoded(records: pl.DataFrame, lines: Lines | None) -> Decoded:
             meta = records.select(
                 pl.lit(BATCH_ORIGIN).alias("origin"), pl.col("_arrival").alias("arrival_date"),
                 pl.format("batch:{}:{}", pl.col("_file"), pl.col("_line")).alias("record_id"),
             )
-            decoded = decode_records(src, records.get_column("value"), meta, ingested_at, lines)
-            valid.append(decoded.valid.filter(pl.col("date") == day))
-            dead.append(decoded.dead.filter(pl.col("date") == day))
-        return Decoded(valid=pl.concat(valid), dead=pl.concat(dead)), files
+            out = decode_records(src, records.get_column("value"), meta, ingested_at, lines)
+            return Decoded(out.valid.filter(pl.col("date") == day), out.dead.filter(pl.col("date") == day))
 
-    def _file_records(self, source: str, src: dict, day: date) -> tuple[list[tuple[pl.DataFrame, Lines | None]], list[str]]:
+        if src.get("batch_format", "jsonl") == "delta":
+            records, files = self._delta_records(src, day)
+            parts = [] if records is None else [decoded(records, None)]
+        else:
+            parts, files = self._file_records(source, src, day, then=decoded)
+        if not parts:
+            return self.decode(source, pl.Series("value", [], dtype=pl.String)), files
+        return Decoded(valid=pl.concat([d.valid for d in parts]), dead=pl.concat([d.dead for d in parts])), files
+
+    def _file_records(self, source: str, src: dict, day: date, then=None) -> tuple[list, list[str]]:
         """Per landing file that may hold records of ``day``: its records (``value``, ``_arrival``,
-        ``_file``, ``_line``), with the bytes they were read from when they are the whole file.
+        ``_file``, ``_line``), with the bytes they were read from when they are the whole file;
+        or what ``then(records, lines)`` makes of them, run for each file as it is read.
 
         A cheap pre-selection runs before the decode of a file that arrived after the day: only
         records whose event time is on the day and records whose time it cannot read are kept.
@@ -252,22 +253,28 @@ class Engine:
         kept = {p: r for p, r in kept.items() if r["arrived"] >= day and p in files} if walked and walked < day else {}
         self._landing_walk = (day, kept)
         start, end = day_start_ms(day), end_of_day_ms(day)
-        parts = []
-        for path in files:
+
+        def one(path: str):
             # One file at a time: its arrival day and name are constants, its line number the index.
             name = "/".join(path.rsplit("/", 2)[-2:])
             arrived = date.fromisoformat(name.split("/")[0].split("=", 1)[1])
             got = self._file_rows(path, fmt, src, arrived, with_time=arrived != day)
             if got is None:
-                continue
+                return None
             rows, lines = got["rows"], got.get("lines") if arrived == day else None
             if arrived != day:
                 rows = rows.filter(pl.col("_ms").is_between(start, end, closed="left") | pl.col("_ms").is_null())
             value = pl.col("value") if fmt == "jsonl" else pl.col("_row").struct.json_encode()
-            parts.append((rows.select(value.alias("value"), "_line", pl.lit(arrived).alias("_arrival"),
-                                      pl.lit(name).alias("_file")), lines))
+            part = (rows.select(value.alias("value"), "_line", pl.lit(arrived).alias("_arrival"),
+                                pl.lit(name).alias("_file")), lines)
             if arrived == day:
                 got.pop("lines", None)  # the file's own day is its last in a walk: its bytes are done with
+            return then(*part) if then is not None else part
+
+        # The files run side by side (polars works outside the GIL): the day's own file is parsed
+        # while the later ones are read and pre-selected.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="landing-file") as pool:
+            parts = [p for p in pool.map(one, files) if p is not None]
         return parts, files
 
     def _file_rows(self, path: str, fmt: str, src: dict, arrived: date, with_time: bool) -> dict | None:
@@ -333,8 +340,11 @@ class Engine:
         eid = self.compiled.sources[source]["event_id_field"]
         valid = first_per_key(decoded.valid, eid)
         only_batch = f"origin = '{BATCH_ORIGIN}'"
-        info = self.lake.replace_partitions("raw", source, valid, [day], extra_predicate=only_batch)
-        dead = self.lake.replace_partitions("dead_letter", source, decoded.dead, [day], extra_predicate=only_batch)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dead-letters") as pool:  # independent tables
+            dead_write = pool.submit(self.lake.replace_partitions, "dead_letter", source, decoded.dead, [day],
+                                     extra_predicate=only_batch)
+            info = self.lake.replace_partitions("raw", source, valid, [day], extra_predicate=only_batch)
+            dead = dead_write.result()
         return {
             "rows": valid.height,
             "duplicates_dropped": decoded.valid.height - valid.height,
