@@ -415,7 +415,8 @@ class Lake:
         schema = Schema.from_arrow(_arrow(df.head(0)).schema)
         replaced = pl.sql_expr(predicate).fill_null(False)
         wanted = [d.isoformat() for d in days]
-        if self.table(kind, name) is None:
+        opened = [self.table(kind, name)]  # the first attempt uses this open; a retry opens again
+        if opened[0] is None:
             adds = self._write_files(uri, df)
             try:
                 create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"],
@@ -426,7 +427,8 @@ class Lake:
                     raise
 
         def replace() -> WriteInfo | None:
-            table = self.table(kind, name)
+            table = opened.pop() if opened and opened[0] is not None else self.table(kind, name)
+            opened.clear()
             if table.schema().to_json() != schema.to_json():
                 return None
             files = add_actions(table).with_columns(pl.col("partition.date").cast(pl.String))
