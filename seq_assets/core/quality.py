@@ -120,17 +120,29 @@ def sequence_invariants(feature: dict, seqs: pl.DataFrame, day: date, user: str)
         keys = [o["by"]] + ([o["tie_break"]] if o["tie_break"] in stored else [])
         flat = seqs.select(user, *[pl.col(k).alias(f"_{i}") for i, k in enumerate(keys)]).explode(
             [f"_{i}" for i in range(len(keys))]).drop_nulls("_0").with_row_index("_i")
-        t, prev_t = pl.col("_0"), pl.col("_0").shift(1).over(user, order_by="_i")
+        if seqs.get_column(user).n_unique() == seqs.height:
+            # One row per user (what readers resolve): a user's events are consecutive rows of the
+            # exploded frame, so the event before is the row before when it is the same user's; the
+            # same result as a window over the users, without grouping.
+            same = pl.col(user).eq_missing(pl.col(user).shift(1)) & (pl.col("_i") > 0)
+
+            def before(c: str) -> pl.Expr:
+                return pl.when(same).then(pl.col(c).shift(1))
+        else:
+            def before(c: str) -> pl.Expr:
+                return pl.col(c).shift(1).over(user, order_by="_i")
+        t, prev_t = pl.col("_0"), before("_0")
         bad = newer(t, prev_t)
         if len(keys) > 1:
-            bad = bad | ((t == prev_t) & (pl.col("_1") <= pl.col("_1").shift(1).over(user, order_by="_i")))
+            bad = bad | ((t == prev_t) & (pl.col("_1") <= before("_1")))
         bad_order = flat.filter(bad).height
         outside = flat.filter((t < start) | (t >= end)).height
     too_long = seqs.filter(pl.col(stored[0]).list.len() > feature["max_length"]).height if stored else 0
     dedup_key = [k for k in feature["dedup_key"] if k in stored]
     if dedup_key and len(dedup_key) == len(feature["dedup_key"]):
         pairs = seqs.select(user, *dedup_key).with_row_index("_row").explode(dedup_key)
-        dup_users = pairs.filter(pl.struct(dedup_key).is_duplicated().over("_row")).get_column("_row").n_unique()
+        # A key seen twice within a row: one hash over (row, key), the same as a window per row.
+        dup_users = pairs.filter(pl.struct("_row", *dedup_key).is_duplicated()).get_column("_row").n_unique()
     passed = not (bad_order or too_long or outside or dup_users)
     problems = [f"{n} {what}" for n, what in ((bad_order, "events out of order"), (too_long, "sequences longer than N"),
                                               (outside, "events outside the window"),
