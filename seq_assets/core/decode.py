@@ -123,22 +123,19 @@ class Lines:
     lengths: pl.Series
     blank: pl.Series | bool = False
 
-    def patched(self, blank: pl.Series) -> bytes | None:
+    def patched(self, blank: pl.Series) -> tuple[bytes, pl.Series]:
         """The bytes with each value marked in ``blank`` overwritten by ``{}`` and spaces (the
-        same length, so the other values stay where they were: the reader gives one row per
-        value); None when one of them is too short to hold ``{}``."""
+        same length, so the other values stay where they were and the reader gives one row for
+        each), and which values were too short to hold ``{}``: those are overwritten by a space,
+        a blank line the reader gives no row for."""
         at = blank.arg_true()
-        if not len(at):
-            return self.data
-        lengths = self.lengths.gather(at).to_list()
-        if min(lengths) < 2:
-            return None
+        lengths = self.lengths.gather(at)
         view, pieces, end = memoryview(self.data), [], 0
-        for o, n in zip(self.offsets.gather(at).to_list(), lengths):
-            pieces += [view[end:o], b"{}" + b" " * (n - 2)]
+        for o, n in zip(self.offsets.gather(at).to_list(), lengths.to_list()):
+            pieces += [view[end:o], b"{}" + b" " * (n - 2) if n >= 2 else b" " * n]
             end = o + n
         pieces.append(view[end:])
-        return b"".join(pieces)
+        return (b"".join(pieces) if len(at) else self.data), at.filter(lengths < 2)
 
 
 def split_lines(data: bytes) -> tuple[pl.DataFrame, Lines | None]:
@@ -194,8 +191,14 @@ def _bulk_typed(values: pl.Series, struct: pl.Struct, types: dict[str, pl.DataTy
     # No copy of the text: a record with blanks around it or a raw newline goes to the text path.
     clean = (values.str.starts_with("{") & values.str.ends_with("}") & ~values.str.contains("\n", literal=True)
              & ~values.str.contains("\r", literal=True)).fill_null(False)
-    data = lines.patched(~clean | lines.blank) if lines is not None and len(values) else None
-    whole = _read_ndjson(data, schema, len(values)) if data is not None else None  # one call, no slices
+    whole = None
+    if lines is not None and len(values):  # one call over the bytes as read, no slices
+        data, short = lines.patched(~clean | lines.blank)
+        whole = _read_ndjson(data, schema, len(values) - len(short))
+        if whole is not None and len(short):  # a null row where a line too short for {} gave none
+            shown = pl.Series(values=[True] * len(values)).scatter(short, False)
+            at = (shown.cast(pl.UInt32).cum_sum() - 1).zip_with(shown, pl.Series([None], dtype=pl.UInt32))
+            whole = whole.select(pl.all().gather(at))
     for start in range(0, len(values), NATIVE_CHUNK):
         part = values.slice(start, NATIVE_CHUNK)
         one_line = clean.slice(start, NATIVE_CHUNK)

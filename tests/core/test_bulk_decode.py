@@ -238,11 +238,18 @@ def test_a_landing_file_parsed_from_its_bytes_gives_the_tables_of_its_lines(comp
     (folder / "a.jsonl").write_text("\n".join(lines[:1_000] + ["", "   ", big]) + "\n")
     (folder / "b.jsonl").write_text("\n".join(lines[1_000:1_500]))  # no final newline
     (folder / "c.jsonl").write_bytes("\r\n".join(lines[1_500:1_800]).encode())  # CRLF: read as its lines
-    (folder / "d.jsonl").write_text("\n".join(["x", *lines[1_800:]]) + "\n")  # a line too short for {}
+    (folder / "d.jsonl").write_text("\n".join(["x", *lines[1_800:1_900], "{", *lines[1_900:]]) + "\n")  # too short for {}
     landing = Landing(str(tmp_path / "landing"))
-    parsed = []
-    real = decode._bulk_typed
+    parsed, whole = [], []
+    real, read = decode._bulk_typed, decode._read_ndjson
     monkeypatch.setattr(decode, "_bulk_typed", lambda *a: parsed.append(a[3] is not None) or real(*a))
+
+    def read_whole(*args):
+        out = read(*args)
+        whole.append(out is not None)
+        return out
+
+    monkeypatch.setattr(decode, "_read_ndjson", read_whole)
     tables = []
     for with_bytes in (True, False):
         if not with_bytes:
@@ -251,6 +258,7 @@ def test_a_landing_file_parsed_from_its_bytes_gives_the_tables_of_its_lines(comp
         Engine(compiled, lake, landing).write_raw_batch_day(SOURCE, date(2026, 3, 1))
         tables.append([lake.read(k, SOURCE).drop("ingested_at").sort("record_id") for k in ("raw", "dead_letter")])
     assert parsed[:4] == [True, True, False, True] and not any(parsed[4:])  # c.jsonl: its lines joined
+    assert whole == [True, True, True]  # a, b and d (its one-character line a blank the reader skips)
     for got, want in zip(*tables):
         assert got.height > 100 and got.equals(want)
     reasons = tables[0][1].get_column("reason").to_list()
