@@ -175,6 +175,7 @@ def events_results(compiled: Compiled, engine, source: str, selected: list[str],
         day, frames = item if isinstance(item, tuple) else (item, None)
         raw = engine.lake.read("raw", source, days=[day], columns=raw_columns)
         raw = raw if raw is not None else pl.DataFrame(schema={c: compiled.source_schema(source)[c] for c in raw_columns})
+        late = quality.late_arrivals(engine.lake, source, day)  # the source's day: once, not per event type
         for et in selected:
             if frames is not None and et in frames:
                 written = frames[et].filter(pl.col("date") == day)
@@ -187,8 +188,9 @@ def events_results(compiled: Compiled, engine, source: str, selected: list[str],
             rows[et] += stored.height
             last[et] = written
             outcomes.setdefault((et, "event_id_unique"), []).append((day, quality.uniqueness(stored, eid)))
-            outcomes.setdefault((et, "complete_vs_raw"), []).append(
-                (day, quality.completeness(compiled, et, raw, stored, engine.lake, day)))
+            done = quality.completeness(compiled, et, raw, stored)
+            done.metadata["late_arrivals"] = late
+            outcomes.setdefault((et, "complete_vs_raw"), []).append((day, done))
             outcomes.setdefault((et, "enrichment_coverage"), []).append((day, quality.coverage(compiled, et, written)))
     for et in selected:
         outcomes[(et, "schema_matches_definition")] = [
