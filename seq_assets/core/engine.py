@@ -448,7 +448,7 @@ class Engine:
             for f in [pool.submit(self.write_events_day, et, day, of_day(df, day))
                       for et, df in result.events.items()]:
                 f.result()
-        seen = raw.get_column(eid).unique()
+        seen = raw.get_column(eid)  # the ids indexed (is_in hashes them only when raw/ moved on)
         for _ in range(max_catch_up):
             t = self.lake.table("raw", source)
             if t is None or t.version() == version:
@@ -460,7 +460,7 @@ class Engine:
                 for et, df in extra.events.items():
                     self.lake.insert_unseen("events", et, df.filter(pl.col("date") == day), key=eid)
                     result.events[et] = pl.concat([result.events[et], df], how="vertical_relaxed")
-            seen = now.get_column(eid).unique()
+            seen = now.get_column(eid)
         return result.events
 
     def write_events_day(self, event_type: str, day: date, events: pl.DataFrame) -> WriteInfo:
