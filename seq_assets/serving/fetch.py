@@ -104,6 +104,9 @@ class Snapshot:
         return len(self.user_ids)
 
 
+_MAX_CHUNKS = 8  # the fresh frame is made contiguous again past this many chunks
+
+
 def _run_of(events: Events, start: int, end: int) -> Events:
     """Rows [start, end) of ``events`` as arrays of their own; a validity mask only where one of
     those rows is null."""
@@ -139,12 +142,19 @@ class FreshEvents:
             return 0
         user = self.user
         df = df.select([c for c in self.keep if c in df.columns])
-        before = 0 if self.frame is None else self.frame.height
-        merged = df if self.frame is None else pl.concat([self.frame, df], how="vertical_relaxed")
-        merged = merged.unique(subset=self.copy_key, keep="first", maintain_order=True)
-        added = merged.height - before
+        df = df.unique(subset=self.copy_key, keep="first", maintain_order=True)
+        if self.frame is not None:
+            # Only the copies of events held already are dropped (an anti-join on their keys):
+            # deduplicating the whole frame again at every add grew with the day's fresh events.
+            df = pl.concat([self.frame.head(0), df], how="vertical_relaxed")  # the frame's types
+            held = self.frame.select(self.copy_key).cast({c: df.schema[c] for c in self.copy_key})
+            df = df.join(held, on=self.copy_key, how="anti", nulls_equal=True, maintain_order="left")
+        added = df.height
         if added == 0:
             return 0
+        merged = df if self.frame is None else pl.concat([self.frame, df], how="vertical_relaxed")
+        if merged.n_chunks() > _MAX_CHUNKS:  # a chunk per add made every filter and join slow
+            merged = merged.rechunk()
         self.frame = merged
         touched = df.get_column(user).unique()
         keys, desc = kernel.order_keys(self.feature, user)
