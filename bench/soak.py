@@ -673,7 +673,7 @@ def main() -> None:
     p.add_argument("--start-hour", type=float, default=0.0, help="simulated UTC hour of the first batch")
     p.add_argument("--every", type=int, default=180, help="batches between readings along the way")
     p.add_argument("--poll-window", type=int, default=6, help="polls per reading (the first catches up, untimed)")
-    p.add_argument("--repeat", type=int, default=5, help="readings of open and scan times (the median)")
+    p.add_argument("--repeat", type=int, default=11, help="readings of open and scan times (the median)")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--items", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=7)
