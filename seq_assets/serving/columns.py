@@ -45,7 +45,10 @@ def column_to_numpy(s: pl.Series, width: int | None = None) -> tuple[np.ndarray,
     valid = s.is_not_null().to_numpy() if s.null_count() else None
     dtype = s.dtype
     if dtype == pl.String:
-        distinct = s.drop_nulls().unique().sort()
+        distinct = s.drop_nulls().unique()
+        if 2 * len(distinct) > len(s):  # mostly distinct (ids): nothing to share, and sorting them costs
+            return s.to_numpy().astype(object, copy=False), valid
+        distinct = distinct.sort()
         codes = s.cast(pl.Enum(distinct)).to_physical().fill_null(len(distinct)).to_numpy().astype(np.int64)
         vocab = np.array(distinct.to_list() + [None], dtype=object)
         return vocab[codes], valid
