@@ -104,7 +104,7 @@ class Snapshot:
         return len(self.user_ids)
 
 
-_MAX_CHUNKS = 8  # the fresh frame is made contiguous again past this many chunks
+_MAX_CHUNKS = 32  # the fresh frame is made contiguous again past this many chunks
 
 
 def _run_of(events: Events, start: int, end: int) -> Events:
@@ -134,6 +134,10 @@ class FreshEvents:
         self.keep = list(dict.fromkeys([user, *fields, event_id, time]))
         self.frame: pl.DataFrame | None = None
         self.by_user: dict[int | str, Events] = {}
+        # Each user's first and last (ordering column, tie-break) in sequence order: a poll's events
+        # that all go before or all after a user's join its arrays at that end.
+        self._ends: dict[int | str, tuple[tuple, tuple]] = {}
+        self._keys: set[tuple] = set()  # the copy keys of the events held
         self.newest_ts: int | None = None
 
     def add(self, df: pl.DataFrame) -> int:
@@ -144,11 +148,15 @@ class FreshEvents:
         df = df.select([c for c in self.keep if c in df.columns])
         df = df.unique(subset=self.copy_key, keep="first", maintain_order=True)
         if self.frame is not None:
-            # Only the copies of events held already are dropped (an anti-join on their keys):
-            # deduplicating the whole frame again at every add grew with the day's fresh events.
             df = pl.concat([self.frame.head(0), df], how="vertical_relaxed")  # the frame's types
-            held = self.frame.select(self.copy_key).cast({c: df.schema[c] for c in self.copy_key})
-            df = df.join(held, on=self.copy_key, how="anti", nulls_equal=True, maintain_order="left")
+        # Only the copies of events held already are dropped, by the set of the keys held (a null
+        # equals a null there): deduplicating the whole frame again at every add, or joining
+        # against it, grew with the day's fresh events.
+        keys = df.select(self.copy_key).rows()
+        new = [k not in self._keys for k in keys]
+        if not all(new):
+            df = df.filter(pl.Series(new, dtype=pl.Boolean))
+        self._keys.update(k for k, n in zip(keys, new) if n)
         added = df.height
         if added == 0:
             return 0
@@ -156,21 +164,62 @@ class FreshEvents:
         if merged.n_chunks() > _MAX_CHUNKS:  # a chunk per add made every filter and join slow
             merged = merged.rechunk()
         self.frame = merged
-        touched = df.get_column(user).unique()
-        keys, desc = kernel.order_keys(self.feature, user)
-        part = merged.filter(pl.col(user).is_in(touched.implode())).sort(keys, descending=desc)
-        # One conversion of every touched user's rows (sorted by user first, so each user's rows
-        # are one run), then each user's run copied out: converting user by user cost a polars
-        # round trip per user and column, and views would keep every batch's arrays alive.
-        whole = frame_to_events(part, self.fields, self.widths)
-        runs = part.group_by(user, maintain_order=True).len()
-        start = 0
-        for uid, n in runs.iter_rows():
-            self.by_user[uid] = _run_of(whole, start, start + n)
-            start += n
+        # The new events converted once (sorted by user first, so each user's rows are one run),
+        # each user's run copied out (converting user by user cost a polars round trip per user and
+        # column; views would keep every poll's arrays alive) and joined to the user's arrays at
+        # the end it goes to. A user whose new events interleave with the ones held (late events,
+        # ties, nulls in the order) is converted again whole from the fresh frame.
+        redo = [uid for uid, run, ends in self._runs(df) if not self._join(uid, run, ends)]
+        if redo:
+            for uid, run, ends in self._runs(merged.filter(pl.col(user).is_in(pl.Series(redo).implode()))):
+                self.by_user[uid] = run
+                self._ends[uid] = ends
         ts_max = int(df.get_column(self.time).max())
         self.newest_ts = ts_max if self.newest_ts is None else max(self.newest_ts, ts_max)
         return added
+
+    def _runs(self, df: pl.DataFrame):
+        """``(user, events, ends)`` for each user of ``df``, in sequence order; ``ends`` is None when
+        an order value at either end is null."""
+        o = self.feature["ordering"]
+        keys, desc = kernel.order_keys(self.feature, self.user)
+        df = df.sort(keys, descending=desc)
+        whole = frame_to_events(df, self.fields, self.widths)
+        by, tie = pl.col(o["by"]), pl.col(o["tie_break"])
+        runs = df.group_by(self.user, maintain_order=True).agg(
+            pl.len().alias("_n"), by.first().alias("_fb"), tie.first().alias("_ft"),
+            by.last().alias("_lb"), tie.last().alias("_lt"))
+        start = 0
+        for uid, n, fb, ft, lb, lt in runs.iter_rows():
+            ends = None if None in (fb, ft, lb, lt) else ((fb, ft), (lb, lt))
+            yield uid, _run_of(whole, start, start + n), ends
+            start += n
+
+    def _precedes(self, a: tuple, b: tuple) -> bool:
+        """Whether order key ``a`` comes strictly before ``b`` in sequence order (``order_keys``)."""
+        if a[0] != b[0]:
+            return a[0] > b[0] if self.feature["ordering"]["descending"] else a[0] < b[0]
+        return a[1] < b[1]
+
+    def _join(self, uid, run: Events, ends: tuple | None) -> bool:
+        """Put a user's new events before or after the ones held; False when they belong among them."""
+        old, held = self.by_user.get(uid), self._ends.get(uid)
+        if ends is None or (old is not None and held is None):
+            return False
+        if old is None:
+            self.by_user[uid], self._ends[uid] = run, ends
+            return True
+        try:
+            if self._precedes(ends[1], held[0]):
+                joined, self._ends[uid] = Events.concat([run, old]), (ends[0], held[1])
+            elif self._precedes(held[1], ends[0]):
+                joined, self._ends[uid] = Events.concat([old, run]), (held[0], ends[1])
+            else:
+                return False
+        except (TypeError, ValueError):  # values that do not compare, arrays of other widths
+            return False
+        self.by_user[uid] = joined
+        return True
 
     def drop_held(self, snapshot: "Snapshot") -> None:
         """Forget events a newer snapshot now holds; late events it does not hold yet stay."""
@@ -184,7 +233,7 @@ class FreshEvents:
             keep = self.frame.filter(~pl.col(self.event_id).is_in(held.implode()))
         else:  # the feature does not store its event id: the snapshot holds what happened before its end
             keep = self.frame.filter(pl.col(self.time) >= end_of_day_ms(snapshot.day))
-        self.frame, self.by_user, self.newest_ts = None, {}, None
+        self.frame, self.by_user, self._ends, self._keys, self.newest_ts = None, {}, {}, set(), None
         self.add(keep)
 
     def get(self, user_id: int | str) -> Events | None:

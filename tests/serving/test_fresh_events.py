@@ -24,7 +24,10 @@ FEATURES = {
 }
 
 
-def batches(user: str, eid: str, time: str, user_type, seed: int, n: int = 12) -> list[pl.DataFrame]:
+def batches(user: str, eid: str, time: str, user_type, seed: int, n: int = 12,
+            in_order: bool = False) -> list[pl.DataFrame]:
+    """Micro-batches of events; ``in_order``: each batch later than the one before, with a few late
+    events and ties at the batch edges (most polls then join a user's arrays at one end)."""
     rng = random.Random(seed)
     out, sent = [], []
     for b in range(n):
@@ -35,7 +38,8 @@ def batches(user: str, eid: str, time: str, user_type, seed: int, n: int = 12) -
                 continue
             u = rng.randint(0, 15)
             row = {user: u if user_type == pl.Int64 else f"u{u}", eid: f"e{b}-{i}",
-                   time: 1_000 + rng.randint(0, 50),  # ties in time
+                   time: (1_000 + 50 * b + rng.randint(0, 50) - (200 if rng.random() < 0.05 else 0)
+                          if in_order else 1_000 + rng.randint(0, 50)),  # ties in time
                    "kind": rng.choice(["a", "b", None]), "count": rng.choice([1, 2, None]),
                    "emb": None if rng.random() < 0.3 else [rng.random() for _ in range(4)]}
             rows.append(row)
@@ -57,13 +61,14 @@ def same(a, b) -> None:
             assert np.array_equal(a.cols[k][mask], b.cols[k][mask]), k
 
 
+@pytest.mark.parametrize("in_order", [False, True], ids=["late", "in-order"])
 @pytest.mark.parametrize("shape", sorted(FEATURES))
-def test_every_users_fresh_events_equal_a_conversion_of_their_rows_alone(shape):
+def test_every_users_fresh_events_equal_a_conversion_of_their_rows_alone(shape, in_order):
     feature, user, eid, time, user_type = FEATURES[shape]
     fields = [eid, time, "kind", "count", "emb"]
     fresh = FreshEvents(feature, fields, eid, time, widths={"emb": 4}, user=user)
     seen = []
-    for df in batches(user, eid, time, user_type, seed=len(shape)):
+    for df in batches(user, eid, time, user_type, seed=len(shape), n=30 if in_order else 12, in_order=in_order):
         fresh.add(df)
         seen.append(df)
         everything = pl.concat(seen).unique(subset=[eid, time], keep="first", maintain_order=True)
