@@ -256,10 +256,10 @@ class Lake:
                     raise
         filters = [("date", "in", [d.isoformat() for d in days])]
         write_id = uuid.uuid4().hex
-        opened = [table]  # the first attempt commits on the table just opened; a retry reopens it
+        open_table = self._reopening(kind, name, table)
 
         def commit() -> int:
-            t = opened.pop() if opened else self.table(kind, name)
+            t = open_table()
             meta = {WRITE_ID: write_id, WRITE_DAYS: ",".join(d.isoformat() for d in days),
                     READ_VERSION: str(t.version())}
             t.create_write_transaction(
@@ -364,6 +364,13 @@ class Lake:
         except TableNotFoundError:
             return None
 
+    def _reopening(self, kind: str, name: str, table: DeltaTable | None):
+        """A function that gives ``table`` (the open a writer just made) the first time it is called
+        and opens the table afresh every time after: a writer's first attempt commits on the open it
+        has, and a retry after a conflict reads the newest version. ``None``: open afresh each time."""
+        first = [table] if table is not None else []
+        return lambda: first.pop() if first else self.table(kind, name)
+
     def exists(self, kind: str, name: str) -> bool:
         return self.table(kind, name) is not None
 
@@ -415,8 +422,8 @@ class Lake:
         schema = Schema.from_arrow(_arrow(df.head(0)).schema)
         replaced = pl.sql_expr(predicate).fill_null(False)
         wanted = [d.isoformat() for d in days]
-        opened = [self.table(kind, name)]  # the first attempt uses this open; a retry opens again
-        if opened[0] is None:
+        table = self.table(kind, name)
+        if table is None:
             adds = self._write_files(uri, df)
             try:
                 create_table_with_add_actions(uri, schema, adds, mode="error", partition_by=["date"],
@@ -425,10 +432,10 @@ class Lake:
             except Exception:  # another writer created it first: replace in it below
                 if self.table(kind, name) is None:
                     raise
+        open_table = self._reopening(kind, name, table)
 
         def replace() -> WriteInfo | None:
-            table = opened.pop() if opened and opened[0] is not None else self.table(kind, name)
-            opened.clear()
+            table = open_table()
             if table.schema().to_json() != schema.to_json():
                 return None
             files = add_actions(table).with_columns(pl.col("partition.date").cast(pl.String))
@@ -522,10 +529,10 @@ class Lake:
                     raise
         days = df.get_column("date").unique().to_list()
         data = _arrow(df)
-        opened = [table]
+        open_table = self._reopening(kind, name, table)
 
         def merge():
-            dt = opened.pop() if opened and opened[-1] is not None else self.table(kind, name)
+            dt = open_table()
             metrics = dt.merge(
                 data,
                 predicate=f"t.{key} = s.{key} AND t.date IN ({_date_list(days)})",
