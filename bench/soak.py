@@ -24,8 +24,9 @@ maintenance**, kept as ``make dev`` keeps it: the maintenance schedules of the c
 ``orchestration.maintenance.tables_past_trigger``, on the simulated day); each run asked for is done
 with the function the ``maintain_lake`` job's op calls (``storage.maintenance.maintain_lake``, the
 run config's scope, tables and ``today``, the wall clock as ``now_ms``,
-``settings.vacuum_retention_hours()``, the definitions' late horizon). At the end one more full run
-with a vacuum retention of 0 hours, so the bytes left on disk can be set against the live bytes.
+``settings.vacuum_retention_hours()`` and ``settings.log_retention_hours()``, the definitions' late
+horizon). At the end one more full run with vacuum and log retentions of 0 hours, so the bytes left
+on disk can be set against the live bytes.
 
 The lake **without maintenance** gets the very same stream commits: after each micro-batch, every
 commit the stream made to the maintained lake is committed to it too (one append commit per table
@@ -365,7 +366,8 @@ class Lakeside:
 
         t = time.perf_counter()
         specs = maintenance.select_tables(maintenance.lake_tables(self.compiled, self.lake), config.get("tables") or [])
-        kw = {"retention_hours": settings.vacuum_retention_hours(), **override}
+        kw = {"retention_hours": settings.vacuum_retention_hours(),
+              "log_retention_hours": settings.log_retention_hours(), **override}
         reports = maintenance.maintain_lake(self.lake, specs, scope=config.get("scope", "full"),
                                             today=date.fromisoformat(config["today"]), now_ms=int(time.time() * 1000),
                                             horizon_days=self.compiled.horizon_days(),
@@ -562,8 +564,8 @@ def run_lakes(a, work: Path, ticks) -> dict:
     for name, side in pairs.items():
         results[name]["bytes_before_vacuum"] = side[1].disk_bytes()
     t = time.perf_counter()
-    reports = with_.maintain("final (vacuum retention 0 h)", {"scope": "full", "today": clock.day.isoformat()},
-                             retention_hours=0, enforce_retention_duration=False)
+    reports = with_.maintain("final (vacuum and log retention 0 h)", {"scope": "full", "today": clock.day.isoformat()},
+                             retention_hours=0, enforce_retention_duration=False, log_retention_hours=0)
     final_s = time.perf_counter() - t
     follow.follow()
     for name, side in pairs.items():

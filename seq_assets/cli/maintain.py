@@ -20,13 +20,15 @@ def cmd_maintain(args) -> int:
     today = date.fromisoformat(args.today) if args.today else today_utc()
     reports = maintenance.maintain_lake(lake, specs, scope=args.scope, today=today, now_ms=int(time.time() * 1000),
                                         retention_hours=settings.vacuum_retention_hours(),
-                                        horizon_days=compiled.horizon_days(), dry_run=args.dry_run)
+                                        horizon_days=compiled.horizon_days(), dry_run=args.dry_run,
+                                        log_retention_hours=settings.log_retention_hours())
     if args.json:
         print(json.dumps([{"table": r.table, "dry_run": r.dry_run, **r.figures(), "settling_days": r.settling}
                           for r in reports], indent=2))
         return 0
     what = "would do (dry run, nothing changed)" if args.dry_run else "did"
-    print(f"maintenance ({args.scope}) {what}, today {today}, vacuum retention {settings.vacuum_retention_hours()}h:")
+    print(f"maintenance ({args.scope}) {what}, today {today}, vacuum retention {settings.vacuum_retention_hours()}h, "
+          f"log retention {settings.log_retention_hours()}h:")
     print(format_table(maintenance.report_frame(reports), max_rows=max(1, len(reports))))
     for r in reports:
         if r.settling:

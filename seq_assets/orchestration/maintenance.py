@@ -64,7 +64,7 @@ def maintain_tables(context: dg.OpExecutionContext, config: MaintainConfig, lake
         report = maintenance.maintain_table(
             lk, spec, scope=config.scope, today=today, now_ms=int(time.time() * 1000),
             retention_hours=settings.vacuum_retention_hours(), horizon_days=compiled.horizon_days(),
-            dry_run=config.dry_run)
+            dry_run=config.dry_run, log_retention_hours=settings.log_retention_hours())
         if not report.exists:
             continue
         reports.append(report)

@@ -12,12 +12,14 @@ replaced and deleted partitions leave their files on storage. These functions, r
   the target size are never touched. Once a day has closed it is compacted once more, whole, into
   files of about ``TARGET_FILE_BYTES``;
 - **retention** drops the days older than the table's definition keeps;
-- **vacuum** deletes the files removed from a table longer ago than the vacuum retention;
+- **vacuum** deletes the files the current version does not read once written longer ago than the
+  vacuum retention, except those a version still in the log reads;
 - **checkpoints** let a reader open a table from one Parquet file, and the log entries older than
-  the vacuum retention are deleted.
+  the log retention are deleted (``LOG_RETENTION_HOURS``: hours, for the log grows with every
+  commit); checkpoints keep no record of removed files (vacuum finds them without).
 
-Nothing here reads the clock: callers pass ``today`` (retention counts days back from it) and
-``now_ms``. Every function takes ``dry_run``: it then computes what it would do and changes nothing.
+Nothing here reads the clock but vacuum (it compares files' ages with it, as delta-rs does):
+callers pass ``today`` (retention counts days back from it) and ``now_ms``. Every function takes ``dry_run``: it then computes what it would do and changes nothing.
 
 Beside the other writers:
 
@@ -29,19 +31,24 @@ Beside the other writers:
 - A replace may have to drop files a stream insert committed under it, right after it lands;
   compacting those files first would mix their rows into new files the drop cannot tell apart, so
   a day is left alone while such a drop is due (:func:`replace_settling`).
-- Vacuum deletes only files the log records as removed, never a file a writer has not committed.
+- Vacuum deletes no file younger than the vacuum retention (a writer commits its files within
+  minutes of writing them), and none a version still in the log reads.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import polars as pl
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, WriterProperties
 
 from seq_assets.core import snapshots
@@ -65,15 +72,28 @@ COMPACT_MIN_FILES = 10  # a day with this many files smaller than the target is 
 # at the next schedule tick: the stream adds a file a micro-batch, 12 a minute in make dev, and no
 # day should ever pass the files_per_partition bound (50).
 COMPACT_TRIGGER_FILES = 32
-# Checkpoints forget a removed file once it is older than the table's deletedFileRetentionDuration,
-# and vacuum only deletes files it still finds in the log. The tables keep that record this much
-# longer than the vacuum retention, so a vacuum run at least this often sees every file expire.
-TOMBSTONE_SLACK_HOURS = 48
+# How long a table's log keeps its commits (``delta.logRetentionDuration``): every version still
+# in the log can be opened, and vacuum keeps the files each of them reads (:func:`vacuum`). Nothing
+# the platform runs reads a version more than minutes old (the serving poll follows the versions
+# since its last poll, seconds ago; a replace looks back ``REPLACE_SETTLE_MS``), so this is hours,
+# not the vacuum's days: the stream commits every micro-batch (17,280 a day in ``make dev``) and
+# the log holds every commit inside it. ``SEQ_LOG_RETENTION_HOURS`` sets it.
+LOG_RETENTION_HOURS = 2
+MIN_LOG_RETENTION_HOURS = 1
+# Checkpoints keep no record of removed files (``delta.deletedFileRetentionDuration`` 0): an open
+# reads the whole last checkpoint, and a streamed table removes a file or two a micro-batch (each
+# compaction removes the files it packs), so records kept for the vacuum's 7 days made every
+# checkpoint hold ~150,000 of them in ``make dev`` (~0.7 ms more per open per 1,000, and seconds to
+# write one). Vacuum does not need them: it lists storage, and finds the recent removals in the
+# log's commits itself.
+TOMBSTONE_RETENTION = "interval 0 hours"
 # Every writer (the stream's merges, replaces, compactions) writes a checkpoint after this many
-# commits (delta-rs' post-commit hook; its default is 100). A reader opens a table from its last
-# checkpoint and replays the JSON commits after it: a streamed table takes a commit per micro-batch,
-# and replaying up to 99 of them made opening it 10 times slower than opening a checkpoint.
-CHECKPOINT_INTERVAL = 10
+# commits (delta-rs' post-commit hook; its default is 100). An open reads the last checkpoint and
+# replays the JSON commits after it, ~1.7 ms each whatever they hold (a checkpoint of a streamed
+# table opens in ~5 ms): with 10, opening a table at a random moment replayed 4.5 commits on
+# average, 7-8 ms. Each checkpoint rewrites the table's live files (tens of kB for a streamed
+# table: its days, compacted), so the log holds LOG_RETENTION_HOURS of them.
+CHECKPOINT_INTERVAL = 2
 # Below this, vacuum could delete files a long backfill or a serving snapshot load still reads.
 MIN_RETENTION_HOURS = 24
 # How long after a partition replace lands its drop of other writers' files may still be due.
@@ -404,25 +424,25 @@ def drop_expired(lake: Lake, kind: str, name: str, retention_days: int, today: d
     return old.height, int(old["rows"].sum())
 
 
-def retention_properties(retention_hours: int) -> dict[str, str]:
-    """The table properties maintenance keeps: removed files stay in the log
-    ``TOMBSTONE_SLACK_HOURS`` longer than vacuum waits (so it finds every one), log entries as long
-    as vacuum waits (time travel within the retention), statistics on every column, as the
-    lake's own writer writes them (delta-rs' default is the first 32: a reader's filter on a later
-    column would skip the compacted files), and a checkpoint every ``CHECKPOINT_INTERVAL`` commits."""
+def retention_properties(log_retention_hours: int = LOG_RETENTION_HOURS) -> dict[str, str]:
+    """The table properties maintenance keeps: log entries for ``log_retention_hours`` (see
+    ``LOG_RETENTION_HOURS``), no removed-file records in checkpoints (``TOMBSTONE_RETENTION``),
+    statistics on every column, as the lake's own writer writes them (delta-rs' default is the first
+    32: a reader's filter on a later column would skip the compacted files), and a checkpoint every
+    ``CHECKPOINT_INTERVAL`` commits."""
     return {
         "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
-        "delta.deletedFileRetentionDuration": f"interval {retention_hours + TOMBSTONE_SLACK_HOURS} hours",
-        "delta.logRetentionDuration": f"interval {retention_hours} hours",
+        "delta.deletedFileRetentionDuration": TOMBSTONE_RETENTION,
+        "delta.logRetentionDuration": f"interval {log_retention_hours} hours",
         "delta.dataSkippingNumIndexedCols": "-1",
     }
 
 
-def keep_properties(lake: Lake, kind: str, name: str, retention_hours: int, dry_run: bool = False,
-                    table: DeltaTable | None = None) -> bool:
+def keep_properties(lake: Lake, kind: str, name: str, log_retention_hours: int = LOG_RETENTION_HOURS,
+                    dry_run: bool = False, table: DeltaTable | None = None) -> bool:
     """Set :func:`retention_properties` on the table (``table``: as just opened) when they differ
     (one metadata commit); True when they did."""
-    want = retention_properties(retention_hours)
+    want = retention_properties(log_retention_hours)
     table = table if table is not None else lake.table(kind, name)
     if table is None or all(table.metadata().configuration.get(k) == v for k, v in want.items()):
         return False
@@ -437,11 +457,58 @@ def _stored(lake: Lake, kind: str, name: str) -> dict[str, int]:
     return lake.stored_files(kind, name)
 
 
+def _removed_by_log(lake: Lake, kind: str, name: str, paths: set[str], since_ms: int) -> dict[str, int]:
+    """Of ``paths``, those a commit in the table's log removed at ``since_ms`` or later, with that
+    commit's version (each JSON commit the log holds is read once)."""
+    fs, base = lake.filesystem(kind, name)
+    log = f"{base.rstrip('/')}/_delta_log" if base else "_delta_log"
+    infos = fs.get_file_info(pafs.FileSelector(log, allow_not_found=True))
+    commits = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".json")
+               and i.base_name[:-5].isdigit()]
+
+    def removals(info) -> list[tuple[str, int]]:
+        with fs.open_input_stream(info.path) as f:
+            text = f.read().decode()
+        if '"remove"' not in text:
+            return []
+        version = int(info.base_name[:-5])
+        out = []
+        for line in text.splitlines():
+            if line.startswith('{"remove"'):
+                remove = json.loads(line)["remove"]
+                path = unquote(remove["path"])
+                if path in paths and (remove.get("deletionTimestamp") or 0) >= since_ms:
+                    out.append((path, version))
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        return {p: v for found in pool.map(removals, commits) for p, v in found}
+
+
+def _opens(lake: Lake, kind: str, name: str, version: int) -> bool:
+    """Whether the log still holds ``version`` (the commit before the oldest left may be gone)."""
+    try:
+        DeltaTable(lake.uri(kind, name), version=version, storage_options=lake.storage_options)
+        return True
+    except Exception:  # noqa: BLE001 - delta-rs raises its kernel's errors for a version it cannot rebuild
+        return False
+
+
 def vacuum(lake: Lake, kind: str, name: str, retention_hours: int, *, enforce_retention_duration: bool = True,
-           dry_run: bool = False) -> tuple[int, int]:
-    """Delete the files removed from the table more than ``retention_hours`` ago; returns the files
-    deleted and their bytes. Reads of the current version, and of any version within the retention,
-    keep working. ``enforce_retention_duration`` refuses a retention under ``MIN_RETENTION_HOURS``.
+           dry_run: bool = False, log_retention_hours: int = LOG_RETENTION_HOURS,
+           now_ms: int | None = None) -> tuple[int, int]:
+    """Delete the files the current version does not read that were written more than
+    ``retention_hours`` ago, except those a version inside the log retention reads (removed less
+    than ``log_retention_hours`` before ``now_ms``, default the clock). Returns the files deleted
+    and their bytes. So a file stays at least ``retention_hours`` after it was written (a writer's
+    files before its commit, a long backfill's or a snapshot load's reads of the version it opened)
+    and the log retention after it was removed (time travel, a reader of an older version).
+    ``enforce_retention_duration`` refuses a retention under ``MIN_RETENTION_HOURS``.
+
+    delta-rs' full mode: it lists the table's storage, so files of writes that never committed go
+    too, and the checkpoints need no record of removed files (``TOMBSTONE_RETENTION``). The files
+    of the versions before each commit in the log that removed a file old enough to go are kept
+    (its ``keep_versions``); recently written files are kept by their age.
     """
     if retention_hours < 0 or (enforce_retention_duration and retention_hours < MIN_RETENTION_HOURS):
         raise ValueError(f"a vacuum retention of {retention_hours} hours is below the minimum of "
@@ -449,15 +516,22 @@ def vacuum(lake: Lake, kind: str, name: str, retention_hours: int, *, enforce_re
     table = lake.table(kind, name)
     if table is None:
         return 0, 0
-    # The table's own minimum is the retention plus the slack (retention_properties): not enforced.
-    # delta-rs lists every expired removal the log still records, deleted already or not.
-    expired = table.vacuum(retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False)
-    stored = _stored(lake, kind, name) if expired else {}
-    present = [p for p in expired if p in stored]
+    # The table's own minimum (its deletedFileRetentionDuration) is not enforced. delta-rs lists
+    # the removals the log records, deleted already or not, and every old file it does not name.
+    kw = {"retention_hours": retention_hours, "enforce_retention_duration": False, "full": True}
+    doomed = table.vacuum(dry_run=True, **kw)
+    if not doomed:
+        return 0, 0
+    stored = _stored(lake, kind, name)
+    since_ms = (int(time.time() * 1000) if now_ms is None else now_ms) - log_retention_hours * 3_600_000
+    removed = _removed_by_log(lake, kind, name, {p for p in doomed if p in stored}, since_ms) if log_retention_hours else {}
+    keep = [v for v in sorted({v - 1 for v in removed.values()}) if _opens(lake, kind, name, v)]
+    if keep:
+        kw["keep_versions"] = keep
+        doomed = table.vacuum(dry_run=True, **kw)
+    present = [p for p in doomed if p in stored]
     if present and not dry_run:
-        with_retries(lambda: lake.table(kind, name).vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False),
-            what=f"vacuum {kind}/{name}")
+        with_retries(lambda: lake.table(kind, name).vacuum(dry_run=False, **kw), what=f"vacuum {kind}/{name}")
     return len(present), sum(stored[p] for p in present)
 
 
@@ -487,8 +561,8 @@ def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False,
 
 
 def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_ms: int, retention_hours: int,
-                   horizon_days: int = 0, enforce_retention_duration: bool = True,
-                   dry_run: bool = False) -> TableReport:
+                   horizon_days: int = 0, enforce_retention_duration: bool = True, dry_run: bool = False,
+                   log_retention_hours: int = LOG_RETENTION_HOURS) -> TableReport:
     """Scope ``today``: compact, incrementally, today's day of a table the stream writes and its
     late days inside ``horizon_days``. Scope ``full``: drop the days past the table's retention,
     compact (yesterday whole, once it has closed), vacuum and checkpoint. Both keep the table's
@@ -508,7 +582,7 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
         return report
     since = (table.version(), _log_entries(lake, kind, name)) if scope == "full" and not dry_run else None
     # Before compaction: statistics on every column.
-    changed = keep_properties(lake, kind, name, retention_hours, dry_run, table=table)
+    changed = keep_properties(lake, kind, name, log_retention_hours, dry_run, table=table)
     if scope == "full" and spec.retention_days is not None:
         report.partitions_dropped, report.rows_dropped = drop_expired(lake, kind, name, spec.retention_days,
                                                                       today, dry_run)
@@ -525,7 +599,8 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
     report.settling = done.settling
     if scope == "full":
         report.files_deleted, report.bytes_reclaimed = vacuum(
-            lake, kind, name, retention_hours, enforce_retention_duration=enforce_retention_duration, dry_run=dry_run)
+            lake, kind, name, retention_hours, enforce_retention_duration=enforce_retention_duration, dry_run=dry_run,
+            log_retention_hours=log_retention_hours, now_ms=now_ms)
         report.checkpoint_version, report.log_files_deleted = checkpoint(lake, kind, name, dry_run, since)
     if dry_run:
         # What the table would hold: the days kept, with the planned compactions done.
@@ -542,12 +617,12 @@ def maintain_table(lake: Lake, spec: TableSpec, *, scope: str, today: date, now_
 
 
 def maintain_lake(lake: Lake, specs: list[TableSpec], *, scope: str, today: date, now_ms: int, retention_hours: int,
-                  horizon_days: int = 0, enforce_retention_duration: bool = True,
-                  dry_run: bool = False) -> list[TableReport]:
+                  horizon_days: int = 0, enforce_retention_duration: bool = True, dry_run: bool = False,
+                  log_retention_hours: int = LOG_RETENTION_HOURS) -> list[TableReport]:
     """:func:`maintain_table` for every table of ``specs`` the lake holds, in order."""
     reports = [maintain_table(lake, s, scope=scope, today=today, now_ms=now_ms, retention_hours=retention_hours,
                               horizon_days=horizon_days, enforce_retention_duration=enforce_retention_duration,
-                              dry_run=dry_run) for s in specs]
+                              dry_run=dry_run, log_retention_hours=log_retention_hours) for s in specs]
     return [r for r in reports if r.exists]
 
 

@@ -35,6 +35,7 @@ def lake(tmp_path, monkeypatch) -> Lake:
     monkeypatch.delenv("SEQ_DEFS_DIR", raising=False)
     monkeypatch.delenv("SEQ_DEFS_MODULE", raising=False)
     monkeypatch.delenv("SEQ_VACUUM_RETENTION_HOURS", raising=False)
+    monkeypatch.delenv("SEQ_LOG_RETENTION_HOURS", raising=False)
     monkeypatch.setenv("SEQ_LAKE_URI", str(tmp_path / "lake"))
     return Lake(str(tmp_path / "lake"))
 
@@ -263,6 +264,32 @@ def test_the_vacuum_retention_setting(monkeypatch):
         monkeypatch.setenv("SEQ_VACUUM_RETENTION_HOURS", bad)
         with pytest.raises(ValueError, match="SEQ_VACUUM_RETENTION_HOURS"):
             settings.vacuum_retention_hours()
+
+
+def test_the_log_retention_setting_reaches_the_tables_a_run_maintains(monkeypatch, lake):
+    from seq_assets import settings
+
+    monkeypatch.delenv("SEQ_LOG_RETENTION_HOURS", raising=False)
+    assert settings.log_retention_hours() == maintenance.LOG_RETENTION_HOURS == 2
+    for bad in ("two", "0", "1.5"):
+        monkeypatch.setenv("SEQ_LOG_RETENTION_HOURS", bad)
+        with pytest.raises(ValueError, match="SEQ_LOG_RETENTION_HOURS"):
+            settings.log_retention_hours()
+    monkeypatch.setenv("SEQ_LOG_RETENTION_HOURS", "6")
+    assert settings.log_retention_hours() == 6
+    from seq_assets.cli import main
+
+    small_files(lake, "events", "pin_click", D1, 3)
+
+    def hours() -> set[str]:
+        conf = lake.table("events", "pin_click").metadata().configuration
+        return {conf["delta.logRetentionDuration"]}
+
+    assert main(["maintain", "--scope", "full", "--today", "2026-03-02"]) == 0  # the shell
+    assert hours() == {"interval 6 hours"}
+    monkeypatch.setenv("SEQ_LOG_RETENTION_HOURS", "8")
+    run(lake, scope="full", today="2026-03-02")  # the maintain_lake job
+    assert hours() == {"interval 8 hours"}
 
 
 def test_seqctl_maintain_dry_run_prints_the_figures_and_changes_nothing(lake, capsys):

@@ -370,56 +370,86 @@ def _remove_with_time(lake: Lake, paths: list[str], deleted_ms: int) -> None:
     t.create_write_transaction(gone, mode="append", schema=t.schema(), partition_by=["date"])
 
 
-def test_vacuum_deletes_files_removed_before_the_retention_and_keeps_recent_ones(lake):
+def _written_at(lake: Lake, paths: list[str], ms: int) -> None:
+    """Give data files of the table the modification time ``ms`` (as if written then)."""
+    for path in paths:
+        os.utime(Path(lake.uri("events", "t")) / path, (ms / 1000, ms / 1000))
+
+
+def test_vacuum_deletes_old_files_no_version_in_the_log_retention_reads_and_keeps_the_rest(lake):
     lake.replace_partitions("events", "t", frame(D2, ["keep"]), [D2])
     streamed(lake, D1, 4)
     t = lake.table("events", "t")
     old = sorted(p for p in t.get_add_actions(flatten=True).column("path").to_pylist() if p.startswith(f"date={D1}"))
-    _remove_with_time(lake, old[:2], now_ms() - 72 * HOUR_MS)  # removed three days ago
-    maintenance.compact(lake, "events", "t", {D1: 2}, now_ms=now_ms())  # removes the other two now
-    version_before_compaction = lake.table("events", "t").version() - 1
+    _written_at(lake, old[:3], now_ms() - 200 * HOUR_MS)  # written before the retention; old[3] just now
+    _remove_with_time(lake, old[:1], now_ms() - (maintenance.LOG_RETENTION_HOURS + 1) * HOUR_MS)
+    _remove_with_time(lake, old[1:2], now_ms())
+    version_before_removal = lake.table("events", "t").version() - 1
+    maintenance.keep_properties(lake, "events", "t")
+    maintenance.checkpoint(lake, "events", "t")  # its removal records dropped: vacuum lists storage
     on_disk = stored(lake)
-    assert all(p in on_disk for p in old)
     with pytest.raises(ValueError, match="minimum"):
         maintenance.vacuum(lake, "events", "t", 0)
-    assert maintenance.vacuum(lake, "events", "t", 48, dry_run=True) == (2, sum(on_disk[p] for p in old[:2]))
+    # old[0]: removed before the log retention; old[1]: a version inside it still reads it.
+    assert maintenance.vacuum(lake, "events", "t", 168, dry_run=True) == (1, on_disk[old[0]])
     assert stored(lake) == on_disk
-
-    assert maintenance.vacuum(lake, "events", "t", 48) == (2, sum(on_disk[p] for p in old[:2]))
+    assert maintenance.vacuum(lake, "events", "t", 168) == (1, on_disk[old[0]])
     left = stored(lake)
-    assert not any(p in left for p in old[:2]) and all(p in left for p in old[2:])
+    assert old[0] not in left and all(p in left for p in old[1:])
+    then = DeltaTable(lake.uri("events", "t"), version=version_before_removal)
+    assert pl.scan_delta(then).collect().height == 3 * 5 + 1
+    assert maintenance.vacuum(lake, "events", "t", 168) == (0, 0)  # a second run has nothing to delete
+    # Hours later (a log retention of 0 here) old[1] goes too.
+    assert maintenance.vacuum(lake, "events", "t", 168, log_retention_hours=0) == (1, on_disk[old[1]])
     assert lake.read("events", "t").height == 2 * 5 + 1
-    # Within the retention, an older version still reads: its files are kept.
-    then = DeltaTable(lake.uri("events", "t"), version=version_before_compaction)
-    assert pl.scan_delta(then).collect().height == 2 * 5 + 1
-    # A second run has nothing to delete; retention 0 (tests only) deletes the recent ones too.
-    assert maintenance.vacuum(lake, "events", "t", 48) == (0, 0)
-    assert maintenance.vacuum(lake, "events", "t", 0, enforce_retention_duration=False)[0] == 2
-    assert lake.read("events", "t").height == 2 * 5 + 1
-
-
-def test_a_removal_older_than_deltas_default_retention_survives_checkpoints_until_vacuumed(lake):
-    """Checkpoints forget removals older than the table's deletedFileRetentionDuration; the
-    properties maintenance sets keep them longer than the vacuum waits, so none is orphaned."""
-    streamed(lake, D1, 3)
-    t = lake.table("events", "t")
-    paths = t.get_add_actions(flatten=True).column("path").to_pylist()
-    assert maintenance.keep_properties(lake, "events", "t", 168)
-    assert not maintenance.keep_properties(lake, "events", "t", 168)  # already set: no commit
-    conf = lake.table("events", "t").metadata().configuration
-    assert conf["delta.deletedFileRetentionDuration"] == f"interval {168 + maintenance.TOMBSTONE_SLACK_HOURS} hours"
-    assert conf["delta.logRetentionDuration"] == "interval 168 hours"
-    _remove_with_time(lake, paths[:1], now_ms() - 200 * HOUR_MS)  # past Delta's default 168 hours
+    # A compaction removes the other two: the one written just now stays by its age alone.
+    maintenance.compact(lake, "events", "t", {D1: 2}, now_ms=now_ms())
     maintenance.checkpoint(lake, "events", "t")
+    assert maintenance.vacuum(lake, "events", "t", 168, log_retention_hours=0)[0] == 1
+    left = stored(lake)
+    assert old[2] not in left and old[3] in left
+    # Retentions of 0 (tests only) delete the recent one too.
+    assert maintenance.vacuum(lake, "events", "t", 0, enforce_retention_duration=False, log_retention_hours=0)[0] == 1
+    assert lake.read("events", "t").height == 2 * 5 + 1
+
+
+def test_checkpoints_keep_no_removal_records_and_the_log_keeps_its_retention(lake):
+    """Opening a table reads its whole last checkpoint: checkpoints keep no record of removed files,
+    however recent, and the log keeps its commits for the log retention (hours)."""
+    streamed(lake, D1, 3)
+    paths = sorted(lake.table("events", "t").get_add_actions(flatten=True).column("path").to_pylist())
+    assert maintenance.keep_properties(lake, "events", "t")
+    assert not maintenance.keep_properties(lake, "events", "t")  # already set: no commit
+    conf = lake.table("events", "t").metadata().configuration
+    assert conf["delta.deletedFileRetentionDuration"] == maintenance.TOMBSTONE_RETENTION
+    assert conf["delta.logRetentionDuration"] == f"interval {maintenance.LOG_RETENTION_HOURS} hours"
+    _remove_with_time(lake, paths[:2], now_ms())
+    version = maintenance.checkpoint(lake, "events", "t")[0]
+    log = Path(lake.uri("events", "t")) / "_delta_log"
+    assert pl.read_parquet(log / f"{version:020d}.checkpoint.parquet").get_column("remove").drop_nulls().len() == 0
+    assert len(list(log.glob("*.json"))) == version + 1  # nothing older than two hours to clean up
+    assert lake.read("events", "t").height == 5
+    assert maintenance.vacuum(lake, "events", "t", 168) == (0, 0)  # written just now: kept
+
+
+def test_a_file_no_commit_names_is_vacuumed_once_older_than_the_retention(lake):
+    """A write that never committed (a writer killed between its files and its commit) leaves
+    files no version reads: vacuum deletes them, but only once older than the retention, for a
+    writer's commit may still be coming."""
+    streamed(lake, D1, 1)
+    orphan = Path(lake.uri("events", "t")) / f"date={D1}" / "part-never-committed.parquet"
+    frame(D1, ["x"]).write_parquet(orphan)
+    assert maintenance.vacuum(lake, "events", "t", 168) == (0, 0)
+    os.utime(orphan, (time.time() - 169 * 3600,) * 2)
     assert maintenance.vacuum(lake, "events", "t", 168)[0] == 1
-    assert paths[0] not in stored(lake)
+    assert not orphan.exists() and lake.read("events", "t").height == 5
 
 
 def test_once_maintained_a_streamed_table_is_checkpointed_every_few_commits(lake):
     """The stream's own merges write a checkpoint every CHECKPOINT_INTERVAL commits once
     maintenance has set the property, so opening the table never replays more than that many."""
     streamed(lake, D1, 1)
-    assert maintenance.keep_properties(lake, "events", "t", 168)
+    assert maintenance.keep_properties(lake, "events", "t")
     assert lake.table("events", "t").metadata().configuration["delta.checkpointInterval"] == \
         str(maintenance.CHECKPOINT_INTERVAL)
     before = rows(lake)
@@ -438,7 +468,8 @@ def test_checkpoints_are_written_and_old_log_entries_cleaned(lake):
     assert len(list(log.glob("*.json"))) == 1 + 15 and not list(log.glob("*.checkpoint.parquet"))  # the create, the merges
     before = rows(lake)
     r = maintenance.maintain_table(lake, maintenance.TableSpec("events", "t"), scope="full", today=D2,
-                                   now_ms=now_ms(), retention_hours=0, enforce_retention_duration=False)
+                                   now_ms=now_ms(), retention_hours=0, enforce_retention_duration=False,
+                                   log_retention_hours=0)  # tests only: the setting's minimum is an hour
     version = lake.table("events", "t").version()
     assert r.checkpoint_version == version
     assert (log / f"{version:020d}.checkpoint.parquet").exists() and (log / "_last_checkpoint").exists()
@@ -496,14 +527,14 @@ def test_a_dry_run_changes_nothing_and_says_what_a_run_would_do(lake):
     files, version = stored(lake), lake.table("events", "t").version()
     mtimes = {p: os.stat(Path(lake.uri("events", "t")) / p).st_mtime_ns for p in files}
     dry = maintenance.maintain_table(lake, spec, scope="full", today=D2, now_ms=now_ms(), retention_hours=0,
-                                     enforce_retention_duration=False, dry_run=True)
+                                     enforce_retention_duration=False, dry_run=True, log_retention_hours=0)
     assert stored(lake) == files and lake.table("events", "t").version() == version
     assert {p: os.stat(Path(lake.uri("events", "t")) / p).st_mtime_ns for p in files} == mtimes
     assert dry.dry_run and dry.files_before == 21 and dry.partitions_dropped == 1
     assert (dry.partitions_compacted, dry.files_compacted, dry.files_written) == (1, 20, 1)
     assert dry.files_after == 1 and dry.max_partition_files_after == 1
     real = maintenance.maintain_table(lake, spec, scope="full", today=D2, now_ms=now_ms(), retention_hours=0,
-                                      enforce_retention_duration=False)
+                                      enforce_retention_duration=False, log_retention_hours=0)
     for k in ("files_before", "files_after", "partitions_dropped", "partitions_compacted", "files_compacted",
               "files_written", "max_partition_files_after"):
         assert getattr(real, k) == getattr(dry, k), k
