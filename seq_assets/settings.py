@@ -132,16 +132,16 @@ def stream_partition_groups() -> int:
 def vacuum_retention_hours() -> int:
     """How long a file removed from a table stays on storage before maintenance deletes it, in whole
     hours: ``SEQ_VACUUM_RETENTION_HOURS``, default 168 (7 days). No file younger than that is deleted,
-    nor one removed within the log retention (:func:`log_retention_hours`)."""
+    nor one a version inside the log retention reads (:func:`log_retention_hours`)."""
     return _whole_number("SEQ_VACUUM_RETENTION_HOURS", DEFAULT_VACUUM_RETENTION_HOURS, 0,
                          "must be a whole number of hours", "must not be negative")
 
 
 def log_retention_hours() -> int:
-    """How long a table's log keeps its entries, and its checkpoints the files removed from it, in
-    whole hours: ``SEQ_LOG_RETENTION_HOURS``, default 2, at least 1. Every version still in the log
-    can be opened and read whole (time travel reaches that far back); the platform's own readers
-    only follow versions minutes old. The log and every checkpoint grow with the commits inside it."""
+    """How long a table's log keeps its commits, in whole hours: ``SEQ_LOG_RETENTION_HOURS``,
+    default 2, at least 1. Every version inside it can be opened and read whole (time travel reaches
+    that far back; vacuum keeps the files those versions read); the platform's own readers only
+    follow versions minutes old. The log grows with the commits inside it."""
     from seq_assets.storage.maintenance import LOG_RETENTION_HOURS, MIN_LOG_RETENTION_HOURS
 
     return _whole_number("SEQ_LOG_RETENTION_HOURS", LOG_RETENTION_HOURS, MIN_LOG_RETENTION_HOURS,

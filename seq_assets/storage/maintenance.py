@@ -19,7 +19,8 @@ replaced and deleted partitions leave their files on storage. These functions, r
   commit); checkpoints keep no record of removed files (vacuum finds them without).
 
 Nothing here reads the clock but vacuum (it compares files' ages with it, as delta-rs does):
-callers pass ``today`` (retention counts days back from it) and ``now_ms``. Every function takes ``dry_run``: it then computes what it would do and changes nothing.
+callers pass ``today`` (retention counts days back from it) and ``now_ms``. Every function takes
+``dry_run``: it then computes what it would do and changes nothing.
 
 Beside the other writers:
 
@@ -48,7 +49,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import polars as pl
-import pyarrow.fs as pafs
 from deltalake import DeltaTable, WriterProperties
 
 from seq_assets.core import snapshots
@@ -58,6 +58,7 @@ from seq_assets.storage.lake import (
     WRITE_DAYS,
     WRITE_ID,
     Lake,
+    _join,
     add_actions,
     with_retries,
 )
@@ -457,21 +458,23 @@ def _stored(lake: Lake, kind: str, name: str) -> dict[str, int]:
     return lake.stored_files(kind, name)
 
 
-def _removed_by_log(lake: Lake, kind: str, name: str, paths: set[str], since_ms: int) -> dict[str, int]:
-    """Of ``paths``, those a commit in the table's log removed at ``since_ms`` or later, with that
-    commit's version (each JSON commit the log holds is read once)."""
-    fs, base = lake.filesystem(kind, name)
-    log = f"{base.rstrip('/')}/_delta_log" if base else "_delta_log"
-    infos = fs.get_file_info(pafs.FileSelector(log, allow_not_found=True))
-    commits = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".json")
-               and i.base_name[:-5].isdigit()]
+def _commits(stored: dict[str, int]) -> list[str]:
+    """The JSON commits of the log among a table's stored objects (:func:`_stored`)."""
+    return [p for p in stored if p.startswith("_delta_log/") and p.endswith(".json") and p[11:-5].isdigit()]
 
-    def removals(info) -> list[tuple[str, int]]:
-        with fs.open_input_stream(info.path) as f:
+
+def _removed_by_log(lake: Lake, kind: str, name: str, stored: dict[str, int], paths: set[str],
+                    since_ms: int) -> dict[str, int]:
+    """Of ``paths``, those a commit in the table's log (among ``stored``, its objects) removed at
+    ``since_ms`` or later, with that commit's version (each JSON commit is read once)."""
+    fs, base = lake.filesystem(kind, name)
+
+    def removals(commit: str) -> list[tuple[str, int]]:
+        with fs.open_input_stream(_join(base, commit)) as f:
             text = f.read().decode()
         if '"remove"' not in text:
             return []
-        version = int(info.base_name[:-5])
+        version = int(commit[11:-5])
         out = []
         for line in text.splitlines():
             if line.startswith('{"remove"'):
@@ -482,7 +485,7 @@ def _removed_by_log(lake: Lake, kind: str, name: str, paths: set[str], since_ms:
         return out
 
     with ThreadPoolExecutor(8) as pool:
-        return {p: v for found in pool.map(removals, commits) for p, v in found}
+        return {p: v for found in pool.map(removals, _commits(stored)) for p, v in found}
 
 
 def _opens(lake: Lake, kind: str, name: str, version: int) -> bool:
@@ -524,7 +527,7 @@ def vacuum(lake: Lake, kind: str, name: str, retention_hours: int, *, enforce_re
         return 0, 0
     stored = _stored(lake, kind, name)
     since_ms = (int(time.time() * 1000) if now_ms is None else now_ms) - log_retention_hours * 3_600_000
-    removed = _removed_by_log(lake, kind, name, {p for p in doomed if p in stored}, since_ms) if log_retention_hours else {}
+    removed = _removed_by_log(lake, kind, name, stored, {p for p in doomed if p in stored}, since_ms) if log_retention_hours else {}
     keep = [v for v in sorted({v - 1 for v in removed.values()}) if _opens(lake, kind, name, v)]
     if keep:
         kw["keep_versions"] = keep
@@ -536,7 +539,7 @@ def vacuum(lake: Lake, kind: str, name: str, retention_hours: int, *, enforce_re
 
 
 def _log_entries(lake: Lake, kind: str, name: str) -> int:
-    return sum(1 for p in _stored(lake, kind, name) if p.startswith("_delta_log/") and p.endswith(".json"))
+    return len(_commits(_stored(lake, kind, name)))
 
 
 def checkpoint(lake: Lake, kind: str, name: str, dry_run: bool = False,
